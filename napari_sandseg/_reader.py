@@ -1,0 +1,90 @@
+"""napari reader: TIFF stacks, single TIFFs and folders of slice TIFFs.
+
+Images open as an Image layer; label stacks as a Labels layer with one colour per class and the
+class map in its metadata. A file or folder is taken for labels when its name says so ("mask",
+"label") or when it holds integers with only a few distinct values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import numpy as np
+
+from ._layers import SOURCE_KEY, labels_layer_data, labels_layer_kwargs
+from .classmap import ClassMap
+from .errors import SandsegError
+from .io import TIFF_SUFFIXES, read_volume
+
+#: Integer data with at most this many distinct values (in a sample) opens as labels.
+MAX_LABEL_VALUES = 16
+#: Voxels looked at when counting distinct values; enough to see every phase of a CT stack.
+SAMPLE_VOXELS = 1_000_000
+_LABEL_WORDS = ("mask", "label")
+
+LayerData = tuple[np.ndarray, dict[str, Any], str]
+
+
+def napari_get_reader(path: Union[str, list[str]]) -> Callable[[Any], list[LayerData]] | None:
+    """Return :func:`read_layers` when ``path`` is something we read, else None.
+
+    Parameters
+    ----------
+    path : str or list of str
+        A TIFF file, a folder holding TIFF slices, or a one-element list of either.
+    """
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None  # several files: napari stacks them itself (or another reader does)
+        path = path[0]
+    p = Path(path)
+    if p.is_dir():
+        has_tiffs = any(f.suffix.lower() in TIFF_SUFFIXES for f in p.iterdir() if f.is_file())
+        return read_layers if has_tiffs else None
+    if p.suffix.lower() in TIFF_SUFFIXES:
+        return read_layers
+    return None
+
+
+def read_layers(path: Union[str, list[str]]) -> list[LayerData]:
+    """Read one stack as an Image or Labels layer-data tuple.
+
+    Errors the user can fix (a corrupt or RGB file, a folder of mismatched slices) are raised
+    as :class:`~napari_sandseg.errors.SandsegError`; napari shows them as a notification.
+    """
+    if isinstance(path, list):
+        path = path[0]
+    p = Path(path)
+    volume = read_volume(p)
+    if looks_like_labels(p, volume):
+        try:
+            class_map = ClassMap.from_mask(volume, source=p.name)
+        except SandsegError:
+            # Named "mask" but not a valid one (fractional values, too many classes): an image.
+            pass
+        else:
+            ids = class_map.encode(volume, source=p.name)
+            return [(labels_layer_data(ids), labels_layer_kwargs(class_map, p.stem, source=p), "labels")]
+    return [(volume, {"name": p.stem, "metadata": {SOURCE_KEY: str(p)}}, "image")]
+
+
+def looks_like_labels(path: Path, volume: np.ndarray) -> bool:
+    """Whether a stack should open as labels rather than as an image.
+
+    Parameters
+    ----------
+    path : Path
+        The file or folder; a name containing "mask" or "label" means labels.
+    volume : ndarray
+        The data; integers with at most :data:`MAX_LABEL_VALUES` distinct values in a sample
+        of :data:`SAMPLE_VOXELS` voxels mean labels.
+    """
+    name = path.name.lower()
+    if any(word in name for word in _LABEL_WORDS):
+        return True
+    if not (np.issubdtype(volume.dtype, np.integer) or volume.dtype == bool):
+        return False
+    flat = volume.reshape(-1)
+    step = max(1, flat.size // SAMPLE_VOXELS)
+    return np.unique(flat[::step]).size <= MAX_LABEL_VALUES

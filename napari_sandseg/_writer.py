@@ -1,0 +1,60 @@
+"""napari writer: a Labels layer -> TIFF stack holding the original class values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._layers import class_map_from_metadata, default_class_map, dense_ids
+from .errors import InputError
+from .io import write_labels
+
+
+def labels_to_values(data: np.ndarray, metadata: dict[str, Any] | None, name: str) -> tuple[np.ndarray, Any]:
+    """Class ids and class map of a Labels layer's data, ready for :func:`write_labels`.
+
+    Parameters
+    ----------
+    data : ndarray
+        Layer values: 0 unpainted, ``k`` = class id ``k - 1``.
+    metadata : dict
+        Layer metadata; its class map gives the original values. Without one the layer values
+        are read as ids + 1 of classes ``0..max-1``.
+    name : str
+        Layer name, for error messages.
+
+    Raises
+    ------
+    InputError
+        If pixels are unpainted or a value lies outside the class map.
+    """
+    data = np.asarray(data)
+    class_map = class_map_from_metadata(metadata) or default_class_map(data)
+    ids = dense_ids(data, name)
+    if ids.size and int(ids.max()) >= class_map.n_classes:
+        raise InputError(
+            f"layer '{name}': holds label {int(ids.max()) + 1} but its class map has "
+            f"{class_map.n_classes} classes (labels 1..{class_map.n_classes})"
+        )
+    return ids, class_map
+
+
+def write_labels_layer(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
+    """npe2 single-layer writer for Labels layers.
+
+    napari's save dialog has already asked before replacing a file, so an existing file is
+    overwritten here (atomically: the old file survives any failure).
+
+    Returns
+    -------
+    list of str
+        The written path.
+    """
+    target = Path(path)
+    if target.suffix.lower() not in (".tif", ".tiff"):
+        target = target.with_suffix(".tif")
+    ids, class_map = labels_to_values(data, attributes.get("metadata"), attributes.get("name", "labels"))
+    write_labels(target, ids, class_map, overwrite=True, compression="zlib")
+    return [str(target)]

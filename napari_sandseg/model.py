@@ -1,0 +1,499 @@
+"""Build the Unet, and save/load it as one self-describing artefact.
+
+A model artefact is ``name.keras`` (architecture + weights, loaded in Keras safe mode so no
+code from the file runs) plus ``name.json``, a sidecar holding everything needed to use the
+model correctly: class map, normalisation, training config, history and held-out metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classmap import ClassMap
+from .data import Normalization
+from .errors import ConfigError, InputError, ModelError, OutputError
+
+#: Encoders that build, train, save and reload in Keras safe mode with segmentation-models
+#: 1.0.1 on Keras 3 (checked one by one; the se-resnets/resnexts use Lambda layers and the
+#: densenets use layer names Keras 3 refuses, so they are left out).
+SUPPORTED_BACKBONES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "efficientnetb0",
+    "efficientnetb1",
+    "efficientnetb2",
+    "efficientnetb3",
+    "mobilenetv2",
+)
+
+#: Version of the sidecar layout; bump when a field changes meaning.
+SIDECAR_FORMAT = 1
+
+
+@dataclass
+class ModelInfo:
+    """Everything stored next to the weights (the JSON sidecar).
+
+    Attributes
+    ----------
+    config : dict
+        The ``TrainConfig`` as a dict.
+    class_map : ClassMap
+        Original class values, names and colours.
+    normalization : Normalization
+        Intensity scaling the model was trained with.
+    history : dict of str to list of float
+        Per-epoch Keras logs (``loss``, ``val_loss``, ...).
+    metrics : dict or None
+        Report on the held-out test slices (``metrics.report_from_confusion`` keys).
+    versions : dict
+        Package, TensorFlow, Keras and segmentation-models versions used for training.
+    backbone : str
+        Encoder name.
+    n_classes : int
+        Number of output channels.
+    created : str
+        ISO time the artefact was written.
+    notes : list of str
+        Remarks a user should see (e.g. "cancelled after epoch 3").
+    """
+
+    config: dict[str, Any]
+    class_map: ClassMap
+    normalization: Normalization
+    history: dict[str, list[float]] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    backbone: str = "resnet34"
+    n_classes: int = 4
+    created: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the sidecar content, without the file checksum)."""
+        return {
+            "format_version": SIDECAR_FORMAT,
+            "backbone": self.backbone,
+            "n_classes": self.n_classes,
+            "class_map": self.class_map.to_dict(),
+            "class_names": list(self.class_map.names),
+            "normalization": self.normalization.to_dict(),
+            "config": self.config,
+            "history": self.history,
+            "metrics": self.metrics,
+            "versions": self.versions,
+            "created": self.created,
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
+        """Inverse of :meth:`to_dict`; ``KeyError``/``TypeError``/``ValueError`` on bad data."""
+        return cls(
+            config=dict(data.get("config") or {}),
+            class_map=ClassMap.from_dict(data["class_map"]),
+            normalization=Normalization.from_dict(data["normalization"]),
+            history={k: [float(v) for v in vs] for k, vs in (data.get("history") or {}).items()},
+            metrics=data.get("metrics"),
+            versions=dict(data.get("versions") or {}),
+            backbone=str(data["backbone"]),
+            n_classes=int(data["n_classes"]),
+            created=str(data.get("created", "")),
+            notes=list(data.get("notes") or []),
+        )
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON sidecar that belongs to a ``.keras`` file."""
+    return Path(path).with_suffix(".json")
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages a model depends on (stored in the sidecar)."""
+    from . import __version__
+    from ._tf import sm, tf
+
+    import keras
+
+    return {
+        "napari_sandseg": __version__,
+        "tensorflow": tf().__version__,
+        "keras": keras.__version__,
+        "segmentation_models": getattr(sm(), "__version__", "unknown"),
+        "numpy": np.__version__,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# building
+
+
+def check_backbone(backbone: str) -> None:
+    """Raise :class:`ConfigError` unless ``backbone`` is in :data:`SUPPORTED_BACKBONES`."""
+    if backbone not in SUPPORTED_BACKBONES:
+        raise ConfigError(f"backbone={backbone!r} is not supported; choose one of {list(SUPPORTED_BACKBONES)}")
+
+
+def build_model(backbone: str = "resnet34", n_classes: int = 4, encoder_weights: str | None = None):
+    """Build a Unet for single-channel slices of any size (multiples of 32).
+
+    Parameters
+    ----------
+    backbone : str
+        Encoder, one of :data:`SUPPORTED_BACKBONES`.
+    n_classes : int
+        Number of output classes (softmax channels), at least 2.
+    encoder_weights : {None, "imagenet"}
+        ``"imagenet"`` starts the encoder from pretrained weights; they must already be in the
+        Keras cache (``~/.keras/models``) or downloadable.
+
+    Returns
+    -------
+    keras.Model
+        Input ``(None, None, None, 1)``, output ``(None, None, None, n_classes)`` softmax.
+
+    Raises
+    ------
+    ConfigError
+        Unknown backbone, bad ``n_classes`` or ``encoder_weights``.
+    ModelError
+        Pretrained weights requested but not available.
+    """
+    check_backbone(backbone)
+    if not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
+        raise ConfigError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    if encoder_weights not in (None, "imagenet"):
+        raise ConfigError(f"encoder_weights must be None or 'imagenet', got {encoder_weights!r}")
+    from ._tf import sm
+
+    seg = sm()
+    if encoder_weights is None:
+        return seg.Unet(
+            backbone, input_shape=(None, None, 1), classes=int(n_classes), activation="softmax", encoder_weights=None
+        )
+    return _build_pretrained(seg, backbone, int(n_classes))
+
+
+def _build_pretrained(seg, backbone: str, n_classes: int):
+    """Unet with an ImageNet encoder; the grey slice is repeated into the 3 RGB channels."""
+    import keras
+
+    fname = _pretrained_file_name(backbone)
+    found = [d for d in _keras_cache_dirs() if (d / "models" / fname).is_file()]
+    if not found:
+        # Checking first instead of letting Keras try: without network a download can hang on
+        # DNS/connect timeouts before it fails.
+        dirs = " or ".join(str(d / "models") for d in _keras_cache_dirs())
+        raise ModelError(
+            f"encoder_weights='imagenet' needs the pretrained {backbone} encoder file {fname}, "
+            f"which is not in the Keras cache ({dirs}) and cannot be downloaded without network "
+            "access. Copy that file there from a machine with internet, or train with "
+            "encoder_weights=None"
+        )
+    try:
+        core = seg.Unet(
+            backbone, input_shape=(None, None, 3), classes=n_classes, activation="softmax", encoder_weights="imagenet"
+        )
+    except Exception as exc:  # corrupt cached file, hash mismatch, ...
+        raise ModelError(f"could not load the pretrained {backbone} encoder weights ({fname}): {exc}") from exc
+    inp = keras.Input((None, None, 1), name="slice")
+    rgb = keras.layers.Concatenate(axis=-1, name="grey_to_rgb")([inp, inp, inp])
+    return keras.Model(inp, core(rgb), name=f"unet_{backbone}_imagenet")
+
+
+def _pretrained_file_name(backbone: str) -> str:
+    """File name under which segmentation-models caches the backbone's ImageNet weights."""
+    if backbone.startswith("resnet"):
+        return f"{backbone}_imagenet_1000_no_top.h5"
+    if backbone.startswith("efficientnetb"):
+        return f"efficientnet-b{backbone[-1]}_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5"
+    if backbone == "mobilenetv2":
+        return "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    raise ConfigError(f"no ImageNet weights known for backbone {backbone!r}")
+
+
+def _keras_cache_dirs() -> list[Path]:
+    """Where ``keras.utils.get_file`` looks: ``$KERAS_HOME`` or ``~/.keras``, else ``/tmp/.keras``."""
+    home = Path(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")))
+    return [home, Path("/tmp/.keras")]
+
+
+def plain_copy(model):
+    """Uncompiled copy of ``model`` with the same weights (saved without optimizer state).
+
+    Saving a compiled model would store Adam's two extra copies of every weight and the
+    training loss, which a user of the model never needs.
+    """
+    # from_config, not clone_model: cloning a compiled model also recompiles it, which needs
+    # the (unregistered) loss functions.
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def output_classes(model) -> int:
+    """Number of output channels of a segmentation model."""
+    return int(model.outputs[0].shape[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# saving / loading
+
+
+def save_model(model, path: str | os.PathLike, info: ModelInfo, overwrite: bool = True) -> Path:
+    """Write ``path`` (``.keras``) and its JSON sidecar, both atomically.
+
+    Both files are first written to temporary names in the same folder and then moved into
+    place with ``os.replace``, so a crash or kill at any moment leaves either the previous or
+    the new pair, never a truncated file. The sidecar records the SHA-256 of the model file so
+    a mismatched pair is detected on load.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Model to save; a compiled model is saved without its optimizer state.
+    path : path-like
+        Destination, must end in ``.keras``.
+    info : ModelInfo
+        Sidecar content; ``versions`` and ``created`` are filled in when empty.
+    overwrite : bool
+        Replace an existing file; ``OutputError`` when False and the file exists.
+
+    Returns
+    -------
+    Path
+        The ``.keras`` path.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise OutputError(f"{path}: a model file must end in .keras")
+    if path.is_dir():
+        raise OutputError(f"{path} is a directory; give a file name ending in .keras")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass overwrite=True to replace it")
+    if not path.parent.is_dir():
+        raise OutputError(f"{path.parent} does not exist; create the folder first")
+    if getattr(model, "optimizer", None) is not None:
+        model = plain_copy(model)
+    n_out = output_classes(model)
+    if n_out != info.n_classes:
+        raise ModelError(f"model has {n_out} output classes but the info says n_classes={info.n_classes}")
+    if not info.versions:
+        info.versions = versions()
+    if not info.created:
+        info.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    tag = f"{os.getpid()}.{id(model):x}"
+    tmp_model = path.with_name(f".{path.stem}.{tag}.tmp.keras")
+    tmp_side = path.with_name(f".{path.stem}.{tag}.tmp.json")
+    try:
+        model.save(tmp_model)
+        _fsync(tmp_model)
+        sidecar = info.to_dict()
+        sidecar["model_sha256"] = _sha256(tmp_model)
+        with open(tmp_side, "w", encoding="utf-8") as fh:
+            json.dump(_json_safe(sidecar), fh, indent=1, allow_nan=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_model, path)
+        os.replace(tmp_side, sidecar_path(path))
+    except PermissionError as exc:
+        raise OutputError(f"cannot write {path}: {exc}") from exc
+    finally:
+        for tmp in (tmp_model, tmp_side):
+            if tmp.exists():
+                tmp.unlink()
+    return path
+
+
+def load_model(path: str | os.PathLike):
+    """Load a model artefact written by :func:`save_model`, in Keras safe mode.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.keras`` file; its ``.json`` sidecar must sit next to it.
+
+    Returns
+    -------
+    model : keras.Model
+        Uncompiled model, ready for prediction (compile it again to train).
+    info : ModelInfo
+        The sidecar.
+
+    Raises
+    ------
+    ModelError
+        Missing or corrupt file or sidecar, a model that needs custom code (refused: loading
+        it could run arbitrary code), or a sidecar that does not describe the model.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if path.is_dir() or not zipfile.is_zipfile(path):
+        raise ModelError(f"{path} is not a valid .keras model file (corrupt, truncated or another format)")
+    info, recorded_sha = _read_sidecar(path)
+    model = _load_keras(path, info)
+    n_out = output_classes(model)
+    if n_out != info.n_classes:
+        raise ModelError(
+            f"{sidecar_path(path).name} says n_classes={info.n_classes} but {path.name} has {n_out} "
+            "output channels; the sidecar belongs to another model"
+        )
+    if info.class_map.n_classes != info.n_classes:
+        raise ModelError(
+            f"{sidecar_path(path).name}: class map has {info.class_map.n_classes} classes but "
+            f"n_classes={info.n_classes}"
+        )
+    if recorded_sha and recorded_sha != _sha256(path):
+        note = (
+            f"{sidecar_path(path).name} was written for a different version of {path.name} "
+            "(interrupted save?); history and metrics may be out of date"
+        )
+        warnings.warn(note, stacklevel=2)
+        info.notes.append(note)
+    return model, info
+
+
+def _read_sidecar(path: Path) -> tuple[ModelInfo, str | None]:
+    side = sidecar_path(path)
+    if not side.exists():
+        raise ModelError(
+            f"sidecar {side} is missing; a model needs the .json file written next to it "
+            "(class map and normalisation), keep both files together"
+        )
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        version = int(data.get("format_version", 0))
+        info = ModelInfo.from_dict(data)
+    except Exception as exc:  # JSON syntax, missing keys, wrong types
+        raise ModelError(f"sidecar {side} is corrupt or incomplete: {exc}") from exc
+    if version > SIDECAR_FORMAT:
+        raise ModelError(
+            f"sidecar {side} has format version {version}; this napari-sandseg reads up to "
+            f"{SIDECAR_FORMAT}: update napari-sandseg"
+        )
+    return info, data.get("model_sha256")
+
+
+#: Phrases in Keras' safe-mode refusals and unknown-class errors.
+_UNSAFE_HINTS = ("safe_mode", "arbitrary code", "lambda", "could not locate", "custom_objects", "register_keras_serializable")
+
+
+def _load_keras(path: Path, info: ModelInfo):
+    import keras
+
+    from ._tf import sm
+
+    sm()  # the backbone layers must be importable before deserialising
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:
+        text = str(exc).lower()
+        if any(h in text for h in _UNSAFE_HINTS):
+            raise ModelError(
+                f"{path} contains custom code (e.g. a Lambda layer or an unregistered custom "
+                "layer) that cannot be loaded safely; refusing to run code from a model file. "
+                "Only models built by napari-sandseg can be loaded"
+            ) from exc
+        first_error = exc
+    # Keras could not rebuild the architecture from the file (e.g. a backbone whose config does
+    # not round-trip): rebuild it from the sidecar and read only the weights, which runs no code.
+    try:
+        model = build_model(info.backbone, info.n_classes, None)
+        model.load_weights(path)
+    except Exception as exc:
+        raise ModelError(f"{path} could not be loaded (corrupt or from an incompatible version): {first_error}") from exc
+    return model
+
+
+def check_compatible(info: ModelInfo, volume: np.ndarray | None = None, class_map: ClassMap | None = None) -> None:
+    """Check that a model can be applied to ``volume`` / compared with masks of ``class_map``.
+
+    Parameters
+    ----------
+    info : ModelInfo
+        The model's sidecar.
+    volume : ndarray, optional
+        ``(Z, Y, X)`` or ``(Y, X)`` grayscale volume.
+    class_map : ClassMap, optional
+        Class map of masks the model will be compared with or fine-tuned on.
+
+    Raises
+    ------
+    InputError
+        Volume of the wrong shape or dtype, or whose intensities do not overlap the training
+        range at all (e.g. 16-bit data for a model trained on 8-bit data).
+    ModelError
+        Class maps that differ.
+    """
+    if volume is not None:
+        vol = np.asarray(volume) if not hasattr(volume, "shape") else volume
+        if vol.ndim not in (2, 3):
+            raise InputError(f"volume must be (Z, Y, X) or (Y, X) grayscale, got shape {tuple(vol.shape)}")
+        if not (np.issubdtype(vol.dtype, np.integer) or np.issubdtype(vol.dtype, np.floating)):
+            raise InputError(f"volume dtype {vol.dtype} is not numeric")
+        if vol.size:
+            step = max(1, vol.shape[0] // 16) if vol.ndim == 3 else 1
+            sample = np.asarray(vol[::step] if vol.ndim == 3 else vol)
+            lo, hi = np.percentile(sample.astype(np.float64), [0.5, 99.5])
+            norm = info.normalization
+            if hi < norm.low or lo > norm.high:
+                raise InputError(
+                    f"volume intensities ({lo:g}..{hi:g}) do not overlap the range the model was "
+                    f"trained on ({norm.low:g}..{norm.high:g}); is this data of another bit depth "
+                    "or scanner setting?"
+                )
+    if class_map is not None and tuple(class_map.values) != tuple(info.class_map.values):
+        raise ModelError(
+            f"class values {list(class_map.values)} do not match the model's "
+            f"{list(info.class_map.values)}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a finished file to disk before it is renamed into place (survives power loss)."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/Inf -> None and numpy scalars/arrays -> Python, so the sidecar is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if np.isfinite(f) else None
+    return obj

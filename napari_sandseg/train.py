@@ -1,0 +1,287 @@
+"""Fit a Unet: config + images + targets -> saved model, as a generator of progress events.
+
+``model.fit`` runs in a background thread; Keras callbacks push :class:`TrainEvent` objects
+into a queue which :func:`train` yields from, so a napari ``thread_worker``, the CLI and tests
+all consume the same stream. Setting the ``cancel`` event stops at the next batch end and keeps
+the best weights. The best checkpoint is written atomically whenever ``val_loss`` improves, so
+even a killed process leaves a loadable model.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Generator
+
+import numpy as np
+
+from .classmap import ClassMap
+from .config import PRESETS, TrainConfig
+from .data import (
+    IGNORE,
+    Normalization,
+    annotated_slices,
+    make_dataset,
+    sparse_targets,
+    split_indices,
+)
+from .errors import InputError, ModelError
+from .events import TrainEvent, TrainResult
+
+__all__ = ["PRESETS", "TrainConfig", "TrainEvent", "TrainResult", "prepare_targets", "run_training", "train"]
+
+#: Queue item the fit thread sends when it is finished (with an exception or None).
+_FINISHED = "finished"
+
+
+def prepare_targets(targets: np.ndarray, n_classes: int, sparse: bool) -> np.ndarray:
+    """Check ``targets`` and convert them to int16 ids with ``-1`` = not annotated.
+
+    Parameters
+    ----------
+    targets : ndarray (Z, Y, X) of int
+        With ``sparse``: a napari Labels layer (0 = unpainted, k = class id k-1). Otherwise:
+        class ids ``0..K-1`` (``-1`` allowed for "not annotated").
+    n_classes : int
+        Number of classes K.
+    sparse : bool
+        Which convention ``targets`` follows.
+    """
+    t = np.asarray(targets)
+    if not np.issubdtype(t.dtype, np.integer):
+        raise InputError(f"targets must be integer class ids, got dtype {t.dtype}")
+    t = sparse_targets(t) if sparse else t.astype(np.int16)
+    if t.size and (t.min() < IGNORE or t.max() >= n_classes):
+        what = "labels layer values" if sparse else "target class ids"
+        valid = f"0..{n_classes}" if sparse else f"-1..{n_classes - 1}"
+        lo, hi = (int(t.min()) + 1, int(t.max()) + 1) if sparse else (int(t.min()), int(t.max()))
+        raise InputError(f"{what} span {lo}..{hi} but the class map has {n_classes} classes (valid: {valid})")
+    return t
+
+
+def train(
+    images: np.ndarray,
+    targets: np.ndarray,
+    class_map: ClassMap,
+    config: TrainConfig | None = None,
+    out_path: str | os.PathLike = "model.keras",
+    *,
+    init_model: str | os.PathLike | None = None,
+    cancel: threading.Event | None = None,
+) -> Generator[TrainEvent, None, TrainResult]:
+    """Train a model, yielding progress events; returns a :class:`TrainResult`.
+
+    Parameters
+    ----------
+    images : ndarray (Z, Y, X)
+        Grey-value slices.
+    targets : ndarray (Z, Y, X) of int
+        Class ids 0..K-1 (``-1`` = not annotated); with ``config.sparse`` a napari Labels
+        layer instead (0 = unpainted, k = class k-1). Slices with no annotated pixel are
+        skipped; the rest are split into train/validation/test slices.
+    class_map : ClassMap
+        Classes of the targets (saved with the model).
+    config : TrainConfig, optional
+        Defaults to ``TrainConfig()``.
+    out_path : path-like
+        ``.keras`` file for the model (the best checkpoint during training, the final model
+        with test metrics at the end); a ``.json`` sidecar is written next to it.
+    init_model : path-like, optional
+        Fine-tune this saved model instead of starting from scratch; its class map must equal
+        ``class_map`` and its normalisation is kept.
+    cancel : threading.Event, optional
+        Set it to stop at the next batch end; the best weights so far are kept and saved.
+
+    Yields
+    ------
+    TrainEvent
+        ``start``, then ``batch``/``epoch`` events, then ``done``.
+
+    Returns
+    -------
+    TrainResult
+        As ``StopIteration.value`` (use :func:`run_training` to get it directly).
+
+    Raises
+    ------
+    ConfigError, InputError, ModelError
+        For invalid settings, data or init model (before any training starts).
+    """
+    from .model import ModelInfo, build_model, load_model, save_model
+
+    config = config if config is not None else TrainConfig()
+    out_path = Path(out_path)
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise InputError(f"images must be (Z, Y, X), got shape {images.shape}")
+    if np.shape(targets) != images.shape:
+        raise InputError(f"targets shape {np.shape(targets)} differs from images shape {images.shape}")
+    if out_path.suffix != ".keras":
+        raise InputError(f"out_path {out_path} must end in .keras")
+    k = class_map.n_classes
+    t = prepare_targets(targets, k, config.sparse)
+    slices = annotated_slices(t)
+    config.validate(n_slices=len(slices), slice_shape=images.shape[1:])
+    train_idx, val_idx, test_idx = (slices[i] for i in split_indices(len(slices), config.val_fraction, config.test_fraction, config.seed))
+
+    notes: list[str] = []
+    if init_model is not None:
+        model, init_info = load_model(init_model)
+        if tuple(init_info.class_map.values) != tuple(class_map.values):
+            raise ModelError(
+                f"cannot fine-tune {init_model}: its classes {list(init_info.class_map.values)} differ "
+                f"from the training classes {list(class_map.values)}"
+            )
+        norm = init_info.normalization  # the features were learnt on this scaling; keep it
+        backbone = init_info.backbone
+        if backbone != config.backbone:
+            notes.append(f"fine-tuned from {Path(init_model).name}; its backbone {backbone} was used")
+            config = config.replace(backbone=backbone)
+    else:
+        from ._tf import tf
+
+        tf().keras.utils.set_random_seed(config.seed)  # reproducible initial weights
+        norm = Normalization.fit(images[train_idx], seed=config.seed)
+        model = build_model(config.backbone, k, config.encoder_weights)
+        backbone = config.backbone
+
+    train_ds = make_dataset(
+        images[train_idx], t[train_idx], norm, config.batch_size, augment=config.augment, shuffle=True,
+        seed=config.seed, crop=config.crop_size, n_classes=k,
+    )
+    val_ds = make_dataset(images[val_idx], t[val_idx], norm, config.batch_size, shuffle=False, n_classes=k)
+    batches = -(-len(train_idx) // config.batch_size)
+    _compile(model, config, batches)
+
+    def make_info(history: dict[str, list[float]], metrics: dict[str, Any] | None, extra: list[str]) -> ModelInfo:
+        return ModelInfo(
+            config=config.to_dict(), class_map=class_map, normalization=norm,
+            history={key: list(vals) for key, vals in history.items()}, metrics=metrics,
+            backbone=backbone, n_classes=k, notes=notes + extra,
+        )
+
+    from .callbacks import RunState, make_callbacks
+    from .model import plain_copy
+
+    state = RunState(cancel)
+    events: queue.Queue[Any] = queue.Queue()
+    export = plain_copy(model)  # uncompiled twin used for checkpoints (no optimizer state)
+
+    def save_best(epoch: int) -> None:
+        export.set_weights(model.get_weights())
+        save_model(export, out_path, make_info(state.history, None, [f"checkpoint of epoch {epoch + 1}"]))
+
+    callbacks = make_callbacks(
+        state, events, config.epochs, batches, save_best, config.patience, config.lr_schedule == "plateau"
+    )
+
+    def fit() -> None:
+        try:
+            # verbose=0 always: Keras' progress bar writes to sys.stdout, which is None in
+            # napari's bundled app and crashes there.
+            model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks, verbose=0, shuffle=False)
+        except BaseException as exc:  # handed to the consumer's thread and re-raised there
+            events.put((_FINISHED, exc))
+        else:
+            events.put((_FINISHED, None))
+
+    yield TrainEvent(
+        "start", 0, config.epochs, -1, batches, message=(
+            f"training {backbone} on {len(train_idx)} slices, validating on {len(val_idx)}, "
+            f"holding out {len(test_idx)} for the test"
+        ),
+    )
+    thread = threading.Thread(target=fit, name="sandseg-fit", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = events.get()
+            if isinstance(item, tuple) and item and item[0] == _FINISHED:
+                if item[1] is not None:
+                    raise item[1]
+                break
+            yield item
+    finally:
+        if thread.is_alive():  # consumer stopped early (generator closed or an error): stop fit
+            state.abort.set()
+            thread.join()
+
+    extra: list[str] = []
+    if state.best_weights is not None:
+        model.set_weights(state.best_weights)
+        extra.append(f"best weights of epoch {state.best_epoch + 1} (val_loss {state.best_val:.4g})")
+    else:
+        extra.append("no epoch finished with a validation loss; the current (partly trained) weights were kept")
+    if state.cancelled:
+        extra.append("training was cancelled by the user")
+
+    test_metrics = None
+    if len(test_idx):
+        test_metrics = evaluate_slices(model, images[test_idx], t[test_idx], make_info({}, None, []), config.batch_size)
+    info = make_info(state.history, test_metrics, extra)
+    save_model(model, out_path, info)
+    done = TrainEvent(
+        "done", len(state.history.get("loss", [])) - 1, config.epochs, -1, batches,
+        fraction=1.0, message="; ".join(extra), logs={},
+    )
+    yield done
+    return TrainResult(model, info, out_path, info.history, state.cancelled, test_metrics, state.best_epoch)
+
+
+def run_training(
+    images: np.ndarray,
+    targets: np.ndarray,
+    class_map: ClassMap,
+    config: TrainConfig | None = None,
+    out_path: str | os.PathLike = "model.keras",
+    *,
+    init_model: str | os.PathLike | None = None,
+    cancel: threading.Event | None = None,
+) -> TrainResult:
+    """Run :func:`train` to the end (ignoring the events) and return its :class:`TrainResult`."""
+    gen = train(images, targets, class_map, config, out_path, init_model=init_model, cancel=cancel)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def evaluate_slices(model, images: np.ndarray, targets: np.ndarray, info, batch_size: int = 8) -> dict[str, Any]:
+    """Metrics report of ``model`` on slices, counting annotated (``>= 0``) pixels only.
+
+    Returns the JSON-safe :func:`napari_sandseg.metrics.evaluate` report.
+    """
+    from .metrics import evaluate, to_json_dict
+    from .predict import predict_volume
+
+    pred = predict_volume(model, images, info, batch_size=batch_size).labels
+    mask = targets >= 0
+    k = info.n_classes
+    # Only annotated pixels count: evaluate them as one (1, 1, N) "volume".
+    truth_px = targets[mask].astype(np.int64).reshape(1, 1, -1)
+    pred_px = pred[mask].astype(np.int64).reshape(1, 1, -1)
+    report = evaluate(truth_px, pred_px, k, info.class_map.values, info.class_map.names)
+    report.pop("per_slice_iou", None)  # per pixel list here, meaningless after masking
+    report["n_slices"] = int(len(images))
+    report["n_pixels"] = int(mask.sum())
+    return to_json_dict(report)
+
+
+def _compile(model, config: TrainConfig, steps_per_epoch: int) -> None:
+    """Compile with Adam, the masked loss and masked accuracy."""
+    import keras
+
+    from .losses import get_loss, masked_accuracy
+
+    lr: Any = config.learning_rate
+    if config.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch))
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=get_loss(config.loss),
+        metrics=[masked_accuracy],
+        jit_compile=config.jit_compile,
+    )

@@ -1,0 +1,1 @@
+"""Qt widgets of the napari plugin (one module per job); they call the engine and hold no model logic."""

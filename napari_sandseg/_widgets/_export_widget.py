@@ -1,0 +1,112 @@
+"""Export widget: a Labels layer -> TIFF stack with the original class values."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Generator
+
+import numpy as np
+from napari.layers import Labels
+from napari.utils.notifications import show_info
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPushButton
+
+from .._layers import SOURCE_KEY
+from .._writer import labels_to_values
+from ..io import write_labels
+from ._common import LayerPicker, SandsegWidget
+
+
+def export_job(data: np.ndarray, metadata: dict[str, Any], name: str, path: Path, overwrite: bool,
+               cancel: threading.Event) -> Generator[str, None, Path]:
+    """Worker: decode the layer to its original class values and write the stack atomically."""
+    yield "writing"
+    ids, class_map = labels_to_values(data, metadata, name)
+    return write_labels(path, ids, class_map, overwrite=overwrite, compression="zlib")
+
+
+class ExportWidget(SandsegWidget):
+    """Write the predicted (or corrected) labels as a TIFF stack; asks before overwriting."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(napari_viewer)
+        self.picker = LayerPicker(napari_viewer, Labels, prefer=lambda n: "segmentation" in n)
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("labels.tif")
+        browse = QPushButton("Browse...")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.path_edit)
+        row.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("Labels layer", self.picker)
+        form.addRow("File", row)
+        self.export_button = QPushButton("Export")
+        self.export_button.clicked.connect(self.start)
+        self.status = QLabel("Writes the original class values (e.g. 0/85/170/255), one page per slice.")
+        self.status.setWordWrap(True)
+        layout = self.layout()
+        layout.addLayout(form)
+        layout.addWidget(self.export_button)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self.picker.currentTextChanged.connect(self._suggest)
+        self._suggest()
+
+    def _suggest(self, *_: Any) -> None:
+        layer = self.picker.layer()
+        if layer is not None and not self.path_edit.text():
+            self.path_edit.setText(str(self.state.folder / f"{layer.name.replace(' ', '_')}.tif"))
+
+    def _browse(self) -> None:
+        # The Export button asks about overwriting, so the dialog need not (it would ask twice).
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export labels", self.path_edit.text(), "TIFF (*.tif *.tiff)",
+            options=QFileDialog.DontConfirmOverwrite,
+        )
+        if path:
+            self.path_edit.setText(path)
+
+    def confirm_overwrite(self, path: Path) -> bool:
+        """Ask before replacing ``path`` (tests monkeypatch QMessageBox.question)."""
+        answer = QMessageBox.question(
+            self, "Replace file?", f"{path} already exists.\nReplace it?",
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.No,
+        )
+        return answer == QMessageBox.Yes
+
+    def start(self) -> None:
+        """Export the picked layer to the chosen file."""
+        layer = self.picker.layer()
+        text = self.path_edit.text().strip()
+        if layer is None or not text:
+            from napari.utils.notifications import show_error
+
+            show_error("Export needs a Labels layer and a file name")
+            return
+        path = Path(text).expanduser()
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            path = path.with_suffix(".tif")
+        overwrite = False
+        if path.exists():
+            if not self.confirm_overwrite(path):
+                self.status.setText("Not exported: the file exists and was kept.")
+                return
+            overwrite = True
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        name = layer.name
+        self.status.setText(f"writing {path} ...")
+        self.run_job(
+            export_job, np.array(layer.data), dict(layer.metadata), name, path, overwrite,
+            on_return=lambda written: self._exported(name, written),
+        )
+
+    def set_busy(self, busy: bool) -> None:  # noqa: D102
+        self.export_button.setEnabled(not busy)
+
+    def _exported(self, name: str, path: Path) -> None:
+        self.status.setText(f"Exported '{name}' to {path}")
+        if name in self.viewer.layers:
+            self.viewer.layers[name].metadata[SOURCE_KEY] = str(path)
+        show_info(f"exported {name} to {path}")

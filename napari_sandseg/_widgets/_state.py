@@ -1,0 +1,193 @@
+"""State shared by the sandseg widgets of one viewer: current model, training data, edits.
+
+Every widget is its own napari dock contribution, instantiated separately; they meet here.
+:func:`session_for` hands each widget the one :class:`SessionState` of its viewer (kept in a
+weak mapping, so it goes away with the viewer).
+
+The state also watches every Labels layer's ``paint`` event: it records which slices were
+hand-edited (for fine-tuning and for knowing a layer no longer matches its file) and
+autosaves those slices in the background.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Labels
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from .._layers import CLASS_MAP_KEY, layer_source
+from ..autosave import AutosaveWriter, EditSnapshot, autosave_dir
+from ..classmap import ClassMap
+from ._edits import slices_from_paint
+
+#: Environment variable that moves the session folder (files saved for command lines).
+ENV_SESSION_DIR = "SANDSEG_SESSION_DIR"
+#: Autosave this long after the last paint stroke, so a burst of strokes is one write.
+AUTOSAVE_DELAY_MS = 500
+
+_SESSIONS: "weakref.WeakKeyDictionary[Any, SessionState]" = weakref.WeakKeyDictionary()
+
+
+def session_dir() -> Path:
+    """Folder for files a session writes (models, layers saved for command lines)."""
+    env = os.environ.get(ENV_SESSION_DIR)
+    base = Path(env) if env else Path.home() / ".cache" / "napari-sandseg" / "sessions"
+    return base / time.strftime("%Y%m%d-%H%M%S")
+
+
+@dataclass
+class TrainingData:
+    """What the current model was trained on, kept for fine-tuning and command lines."""
+
+    images: np.ndarray
+    targets: np.ndarray
+    class_map: ClassMap
+    config: Any
+    image_name: str
+    labels_name: str
+    image_file: Path | None = None
+    masks_file: Path | None = None
+
+
+@dataclass
+class ModelState:
+    """The current model and where it lives on disk."""
+
+    model: Any
+    info: Any
+    path: Path | None
+    label: str = ""
+
+
+@dataclass
+class LayerEdits:
+    """Slices hand-edited in one Labels layer since it was created or last segmented."""
+
+    slices: set[int] = field(default_factory=set)
+
+
+class SessionState(QObject):
+    """Per-viewer state shared by the widgets.
+
+    Signals
+    -------
+    model_changed()
+        A model was trained, fine-tuned or loaded.
+    edits_changed(str)
+        The edited slices of the named Labels layer changed.
+    """
+
+    model_changed = Signal()
+    edits_changed = Signal(str)
+
+    def __init__(self, viewer: Any) -> None:
+        super().__init__()
+        self._viewer = weakref.ref(getattr(viewer, "__wrapped__", viewer))
+        self.model: ModelState | None = None
+        self.training: TrainingData | None = None
+        self.folder = session_dir()
+        self.autosave = AutosaveWriter(autosave_dir())
+        self._edits: dict[str, LayerEdits] = {}  # keyed by layer.unique_id
+        self._autosave_due: set[str] = set()
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(AUTOSAVE_DELAY_MS)
+        self._timer.timeout.connect(self.write_autosaves)
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        for layer in viewer.layers:
+            self._watch(layer)
+
+    # ------------------------------------------------------------------ model
+
+    def set_model(self, model: Any, info: Any, path: Path | None, label: str = "") -> None:
+        """Make ``model`` the current one and tell the widgets."""
+        self.model = ModelState(model, info, Path(path) if path else None, label or (Path(path).name if path else "model"))
+        self.model_changed.emit()
+
+    def ensure_folder(self) -> Path:
+        """Create the session folder on first use and return it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.folder
+
+    # ------------------------------------------------------------------ edits
+
+    def edited_slices(self, layer: Any) -> list[int]:
+        """Sorted slice indices hand-edited in ``layer``."""
+        return sorted(self._edits.get(layer.unique_id, LayerEdits()).slices)
+
+    def is_edited(self, layer: Any) -> bool:
+        """True when ``layer`` was painted since it was read or segmented."""
+        return bool(self.edited_slices(layer))
+
+    def mark_edited(self, layer: Any, slices: set[int]) -> None:
+        """Record edits to ``slices`` of ``layer`` (also done from its paint events)."""
+        if not slices:
+            return
+        self._edits.setdefault(layer.unique_id, LayerEdits()).slices.update(slices)
+        self._autosave_due.add(layer.unique_id)
+        self._timer.start()
+        self.edits_changed.emit(layer.name)
+
+    def clear_edits(self, layer: Any) -> None:
+        """Forget the edits of ``layer`` (it was replaced by a fresh segmentation)."""
+        self._edits.pop(layer.unique_id, None)
+        self.edits_changed.emit(layer.name)
+
+    def _on_inserted(self, event: Any) -> None:
+        self._watch(event.value)
+
+    def _watch(self, layer: Any) -> None:
+        if isinstance(layer, Labels):
+            layer.events.paint.connect(self._on_paint)
+
+    def _on_paint(self, event: Any) -> None:
+        layer = event.source
+        self.mark_edited(layer, slices_from_paint(event.value, layer.ndim))
+
+    def write_autosaves(self) -> None:
+        """Hand copies of the edited slices of every due layer to the background writer."""
+        viewer = self._viewer()
+        due, self._autosave_due = self._autosave_due, set()
+        if viewer is None:
+            return
+        if self.autosave.errors:
+            show_error(f"autosave failed: {self.autosave.errors.pop(0)}")
+        for layer in viewer.layers:
+            if layer.unique_id not in due:
+                continue
+            zs = self.edited_slices(layer)
+            source = layer_source(layer)
+            self.autosave.submit(
+                EditSnapshot(
+                    layer_name=layer.name,
+                    shape=tuple(layer.data.shape),
+                    # Copies: the user keeps painting while the writer thread compresses.
+                    slices={z: np.array(layer.data[z]) for z in zs},
+                    class_map=layer.metadata.get(CLASS_MAP_KEY),
+                    source=str(source) if source else None,
+                )
+            )
+
+    def flush_autosaves(self) -> None:
+        """Write pending autosaves now and wait for them (tests, closing)."""
+        self._timer.stop()
+        self.write_autosaves()
+        self.autosave.flush()
+
+
+def session_for(viewer: Any) -> SessionState:
+    """The :class:`SessionState` of ``viewer``, created on first use."""
+    key = getattr(viewer, "__wrapped__", viewer)
+    state = _SESSIONS.get(key)
+    if state is None:
+        state = SessionState(viewer)
+        _SESSIONS[key] = state
+    return state

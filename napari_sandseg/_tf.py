@@ -6,15 +6,50 @@ functions that need them so ``import napari_sandseg`` and napari start-up stay f
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from types import ModuleType
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration (C++ logging ignores Python's sys.stderr).
+
+    TensorFlow 2.21's native start-up lines ("oneDNN custom operations are on", "Could not find
+    cuda drivers") ignore TF_CPP_MIN_LOG_LEVEL and land in a user's terminal as noise. Python
+    exceptions raised meanwhile are still reported, after the descriptor is restored.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (some GUI launchers): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def tf() -> ModuleType:
-    """Return the ``tensorflow`` module, importing it on first use."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep C++ start-up chatter off the console
-    import tensorflow
+    """Return the ``tensorflow`` module, importing it on first use.
 
+    The first import hides TensorFlow's native start-up log lines unless ``SANDSEG_TF_VERBOSE``
+    is set.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet = _native_stderr_silenced() if not os.environ.get("SANDSEG_TF_VERBOSE") else contextlib.nullcontext()
+    with quiet:
+        import tensorflow
+
+        # Device discovery logs "failed call to cuInit" on machines without a GPU; do it now.
+        tensorflow.config.list_physical_devices("GPU")
     return tensorflow
 
 
@@ -22,7 +57,9 @@ def sm() -> ModuleType:
     """Return ``segmentation_models`` on tf.keras, importing it on first use."""
     os.environ["SM_FRAMEWORK"] = "tf.keras"
     tf()
-    import segmentation_models
+    # It prints "Segmentation Models: using `tf.keras` framework." on import.
+    with contextlib.redirect_stdout(None):
+        import segmentation_models
 
     return segmentation_models
 

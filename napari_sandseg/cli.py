@@ -1,0 +1,350 @@
+"""``sandseg``: the command line. Argument parsing and printing only; the work is in the engine.
+
+Every user-fixable problem (a :class:`~napari_sandseg.errors.SandsegError`) prints one line
+``sandseg: error: ...`` on stderr and exits 2, with no traceback, before any output file is
+touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import ConfigError, OutputError, SandsegError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage mistakes as one ``sandseg: error:`` line, like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"sandseg: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sandseg`` argument parser with all sub-commands."""
+    parser = _Parser(prog="sandseg", description="Segment micro-CT rock volumes with a UNet.")
+    parser.add_argument("--version", action="version", version=f"napari-sandseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("sample", help="write a synthetic sandstone stack (images.tif, masks.tif)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--slices", type=int, default=1600, help="number of slices (default 1600)")
+    p.add_argument("--size", type=int, default=128, help="slice height and width (default 128)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+
+    p = sub.add_parser("train", help="train (or fine-tune) a UNet on images + masks")
+    p.add_argument("--images", required=True, type=Path, help="image stack: TIFF or folder of TIFF slices")
+    p.add_argument("--masks", required=True, type=Path, help="label stack with the same shape")
+    p.add_argument("--out", required=True, type=Path, help="model file to write (.keras; a .json sidecar goes beside it)")
+    p.add_argument("--preset", choices=_preset_names(), default=None,
+                   help="start from a named recipe (default: the project's recipe)")
+    p.add_argument("--backbone", default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--patience", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--val-fraction", type=float, default=None)
+    p.add_argument("--test-fraction", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--sparse", action="store_true", help="mask value 0 means 'not annotated' (ignored by the loss)")
+    p.add_argument("--init-model", type=Path, default=None, help="fine-tune from this model")
+    p.add_argument("--encoder-weights", choices=["none", "imagenet"], default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+
+    p = sub.add_parser("predict", help="segment an image stack with a trained model")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--images", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="label stack to write (original class values)")
+    p.add_argument("--probabilities", type=Path, default=None, help="also write float32 class probabilities (Z,Y,X,K)")
+    p.add_argument("--uncertainty", type=Path, default=None, help="also write a float32 per-pixel entropy map (Z,Y,X)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--tta", action="store_true", help="average predictions over flips (slower, a little better)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+    p = sub.add_parser("evaluate", help="per-class IoU of a prediction against ground truth")
+    p.add_argument("--truth", required=True, type=Path)
+    p.add_argument("--pred", required=True, type=Path)
+    p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
+
+    p = sub.add_parser("demo", help="sample -> short train -> predict -> evaluate on the bundled sample")
+    p.add_argument("--out", type=Path, default=Path("sandseg-demo"), help="working folder (default ./sandseg-demo)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--backbone", default="resnet18")
+
+    sub.add_parser("gui", help="open napari with the plugin docked and the bundled sample loaded")
+    return parser
+
+
+def _preset_names() -> list[str]:
+    from .config import PRESETS
+
+    return sorted(PRESETS)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """Fail before any work if ``path`` cannot be written or would overwrite a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; give a file path to write to")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: already exists; choose another path or pass --overwrite")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{path}: folder {parent} is not writable")
+
+
+def _train_config(args: argparse.Namespace):
+    from .config import TrainConfig
+
+    config = TrainConfig.preset(args.preset) if args.preset else TrainConfig()
+    overrides = {
+        "backbone": args.backbone,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "patience": args.patience,
+        "learning_rate": args.learning_rate,
+        "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction,
+        "seed": args.seed,
+        "augment": args.augment,
+    }
+    if args.sparse:
+        overrides["sparse"] = True
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(config, name, value)
+    if args.encoder_weights is not None:  # "none" must be able to override a preset's "imagenet"
+        config.encoder_weights = None if args.encoder_weights == "none" else args.encoder_weights
+    config.validate()
+    return config
+
+
+def _run_training(images, targets, class_map, config, out: Path, init_model: Path | None):
+    from ._progress import ProgressBar
+    from .train import train
+
+    bar = ProgressBar("train")
+    gen = train(images, targets, class_map, config, out, init_model=init_model)
+    try:
+        while True:
+            event = next(gen)
+            detail = f"epoch {event.epoch + 1}/{event.epochs}"
+            if event.loss is not None:
+                detail += f" loss {event.loss:.4f}"
+            if event.val_loss is not None:
+                detail += f" val_loss {event.val_loss:.4f}"
+            bar.update(event.fraction, detail)
+    except StopIteration as stop:
+        result = stop.value
+    finally:
+        bar.close()
+    return result
+
+
+def _read_sparse_mask(path: Path):
+    """A mask file whose 0 means "not annotated", as Labels-layer targets (0 = unpainted, k = id k-1)."""
+    import numpy as np
+
+    from .classmap import ClassMap, check_integer_valued
+    from .errors import InputError
+    from .io import read_volume
+
+    raw = read_volume(path)
+    check_integer_valued(raw, str(path))
+    painted = raw != 0
+    if not painted.any():
+        raise InputError(f"{path}: --sparse mask has no annotated pixel (every value is 0 = not annotated)")
+    class_map = ClassMap.from_mask(raw[painted], source=str(path))
+    layer = np.zeros(raw.shape, dtype=np.uint8 if class_map.n_classes < 255 else np.uint16)
+    layer[painted] = class_map.encode(raw[painted], str(path)) + 1
+    return layer, class_map
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Write a synthetic sandstone stack."""
+    from .sample import write_sample
+
+    if args.slices < 1 or args.size < 8:
+        raise ConfigError(f"--slices must be >= 1 and --size >= 8, got {args.slices} and {args.size}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("images.tif", "masks.tif"):
+        check_output(out / name, args.overwrite)
+    images, masks = write_sample(out, shape=(args.slices, args.size, args.size), seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote {images} and {masks} ({args.slices} x {args.size} x {args.size}, seed {args.seed})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train or fine-tune a model and print its held-out figures."""
+    from .io import check_pair, read_mask, read_volume
+    from .metrics import format_table
+
+    config = _train_config(args)
+    check_output(args.out, args.overwrite)
+    images = read_volume(args.images)
+    if config.sparse:
+        targets, class_map = _read_sparse_mask(args.masks)
+    else:
+        targets, class_map = read_mask(args.masks)
+    check_pair(images, targets, str(args.images), str(args.masks))
+    result = _run_training(images, targets, class_map, config, args.out, args.init_model)
+    state = "cancelled" if result.cancelled else "done"
+    print(f"training {state}: {len(result.history.get('loss', []))} epochs; model written to {result.path}")
+    if result.test_metrics:
+        print("held-out test slices:")
+        print(format_table(result.test_metrics))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Segment a stack, streamed from file to file."""
+    from ._progress import ProgressBar
+    from .predict import predict_file
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_output(args.out, args.overwrite)
+    for extra in (args.probabilities, args.uncertainty):
+        if extra is not None:
+            check_output(extra, args.overwrite)
+    bar = ProgressBar("predict")
+    try:
+        predict_file(
+            args.model, args.images, args.out, probabilities_path=args.probabilities,
+            uncertainty_path=args.uncertainty,
+            batch_size=args.batch_size, overwrite=args.overwrite, tta=args.tta,
+            progress=lambda done, total: bar.update(done / max(total, 1), f"{done}/{total} slices"),
+        )
+    finally:
+        bar.close()
+    written = [p for p in (args.out, args.probabilities, args.uncertainty) if p is not None]
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Compare a prediction with ground truth; print the table, optionally write JSON."""
+    import numpy as np
+
+    from .classmap import ClassMap, check_integer_valued
+    from .io import atomic_write, check_pair, read_volume
+    from .metrics import evaluate, format_table, to_json_dict
+
+    if args.json is not None:
+        check_output(args.json, args.overwrite)
+    truth = read_volume(args.truth)
+    pred = read_volume(args.pred)
+    check_pair(truth, pred, str(args.truth), str(args.pred))
+    check_integer_valued(truth, str(args.truth))
+    check_integer_valued(pred, str(args.pred))
+    # Classes are the union of both files' values, ascending, so a class only one side has counts.
+    class_map = ClassMap(tuple(int(v) for v in np.union1d(np.unique(truth), np.unique(pred))))
+    report = evaluate(
+        class_map.encode(truth, str(args.truth)), class_map.encode(pred, str(args.pred)),
+        class_map.n_classes, class_map.values, class_map.names,
+    )
+    print(format_table(report))
+    if args.json is not None:
+        with atomic_write(args.json, overwrite=args.overwrite) as tmp:
+            Path(tmp).write_text(json.dumps(to_json_dict(report), indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole loop on the bundled sample, small enough for a laptop CPU."""
+    import shutil
+
+    from .io import read_mask, read_volume, write_labels
+    from .metrics import evaluate, format_table
+    from .predict import predict_volume
+    from .bundled import bundled_sample_paths
+    from .train import TrainConfig
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    image_src, mask_src = bundled_sample_paths()
+    images_path, masks_path = out / "images.tif", out / "masks.tif"
+    shutil.copyfile(image_src, images_path)
+    shutil.copyfile(mask_src, masks_path)
+    print(f"1/4 sample: {images_path}, {masks_path}")
+    images = read_volume(images_path)
+    targets, class_map = read_mask(masks_path)
+    config = TrainConfig(backbone=args.backbone, epochs=args.epochs, batch_size=8, patience=args.epochs)
+    config.validate()
+    model_path = out / "model.keras"
+    print(f"2/4 train: {config.backbone}, {config.epochs} epochs on {images.shape[0]} slices")
+    result = _run_training(images, targets, class_map, config, model_path, None)
+    print(f"3/4 predict: whole stack with {model_path}")
+    pred = predict_volume(result.model, images, result.info)
+    pred_path = out / "prediction.tif"
+    write_labels(pred_path, pred.labels, class_map, overwrite=True)
+    print("4/4 evaluate (whole stack; the held-out test slices are in the model's sidecar):")
+    print(format_table(evaluate(targets, pred.labels, class_map.n_classes, class_map.values, class_map.names)))
+    if result.test_metrics:
+        print("held-out test slices only:")
+        print(format_table(result.test_metrics))
+    print(f"files in {out}/ ; rerun headless with:\n  sandseg predict --model {model_path} --images {images_path} "
+          f"--out {pred_path} --overwrite")
+    return 0
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    """Open napari with the plugin and the bundled sample."""
+    from .launch import main as launch
+
+    launch()
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sample": cmd_sample,
+    "train": cmd_train,
+    "predict": cmd_predict,
+    "evaluate": cmd_evaluate,
+    "demo": cmd_demo,
+    "gui": cmd_gui,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sandseg``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from ._tf import tf
+
+    if args.command in ("train", "predict", "demo"):
+        tf()  # import now, quietly, before keras can import it with its native log noise
+    try:
+        return COMMANDS[args.command](args)
+    except SandsegError as exc:
+        sys.stderr.write(f"sandseg: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("sandseg: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -153,6 +153,7 @@ def train(
     )
     val_ds = make_dataset(images[val_idx], t[val_idx], norm, config.batch_size, shuffle=False, n_classes=k)
     batches = -(-len(train_idx) // config.batch_size)
+    adapt_batchnorm_momentum(model, config.epochs * batches)
     _compile(model, config, batches)
 
     def make_info(history: dict[str, list[float]], metrics: dict[str, Any] | None, extra: list[str]) -> ModelInfo:
@@ -270,6 +271,40 @@ def evaluate_slices(model, images: np.ndarray, targets: np.ndarray, info, batch_
     return to_json_dict(report)
 
 
+def adapt_batchnorm_momentum(model, total_steps: int) -> float:
+    """Set the momentum of every BatchNormalization layer so its moving statistics converge.
+
+    Inference uses the moving mean/variance, which start at 0/1 and forget that start as
+    ``momentum ** steps``. With Keras' 0.99 a short run (a few painted slices: tens of steps)
+    ends with statistics still near their initial values and a model that predicts garbage
+    although its training loss is low. We choose the momentum so the start is forgotten
+    (weight < 1 %) within the last fifth of the run, and never above 0.99 (long runs keep the
+    usual value).
+
+    Returns
+    -------
+    float
+        The momentum set.
+    """
+    import math
+
+    import keras
+
+    momentum = min(0.99, math.exp(math.log(0.01) / max(1.0, 0.2 * total_steps)))
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+    return momentum
+
+
+def _all_layers(model):
+    """Layers of ``model``, descending into nested models (the ImageNet wrapper)."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
 def _compile(model, config: TrainConfig, steps_per_epoch: int) -> None:
     """Compile with Adam, the masked loss and masked accuracy."""
     import keras
@@ -283,5 +318,6 @@ def _compile(model, config: TrainConfig, steps_per_epoch: int) -> None:
         optimizer=keras.optimizers.Adam(lr),
         loss=get_loss(config.loss),
         metrics=[masked_accuracy],
-        jit_compile=config.jit_compile,
+        jit_compile=config.jit_compile and not config.run_eagerly,
+        run_eagerly=config.run_eagerly,
     )

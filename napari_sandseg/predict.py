@@ -283,14 +283,17 @@ def predict_file(
             model, volume, info, batch_size=batch_size, probabilities="probabilities_path" in writers,
             uncertainty="uncertainty_path" in writers, tta=tta, cancel=cancel, progress=progress,
         ):
-            # contiguous=True appends the pages to one series, so readers see (Z, Y, X[, K]).
-            writers["out_path"].write(info.class_map.decode(labels), contiguous=True, photometric="minisblack")
-            if probs is not None:
-                writers["probabilities_path"].write(
-                    probs, contiguous=True, photometric="minisblack", planarconfig="contig"
-                )
-            if unc is not None:
-                writers["uncertainty_path"].write(unc, contiguous=True, photometric="minisblack")
+            # One page per slice, written with contiguous=True: tifffile then joins the pages
+            # into a single (Z, Y, X[, K]) series (whole slabs would become separate series).
+            values = info.class_map.decode(labels)
+            for i in range(len(labels)):
+                writers["out_path"].write(values[i], contiguous=True, photometric="minisblack")
+                if probs is not None:
+                    writers["probabilities_path"].write(
+                        probs[i], contiguous=True, photometric="minisblack", planarconfig="contig"
+                    )
+                if unc is not None:
+                    writers["uncertainty_path"].write(unc[i], contiguous=True, photometric="minisblack")
         for writer in writers.values():
             writer.close()  # complete the files before atomic_write renames them
     return Path(out_path)

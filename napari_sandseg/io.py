@@ -1,0 +1,567 @@
+"""Read and write TIFF volumes, masks and label stacks.
+
+Everything a user hands us passes through here, so this module validates at the boundary:
+every problem a user can fix raises :class:`~napari_sandseg.errors.InputError` (reading) or
+:class:`~napari_sandseg.errors.OutputError` (writing) with a message that names the file, the
+problem and what would be valid. Writes are atomic: a temp file in the target folder is
+renamed over the target with :func:`os.replace`, so a crash or a full disk never leaves a
+half-written file where the user's result (or their previous result) should be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+import tifffile
+
+from .classmap import ClassMap, check_integer_valued
+from .errors import ConfigError, InputError, OutputError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: File name endings read as TIFF when a folder of slices is given.
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+#: Compression names :func:`write_volume` accepts (zlib needs no extra codec package).
+COMPRESSIONS = (None, "zlib")
+
+#: Classic TIFF stores 32-bit offsets; above this size we switch to BigTIFF. We switch at 2 GiB
+#: rather than 4 GiB because some readers treat the offsets as signed.
+BIGTIFF_THRESHOLD = 2**31 - 2**25
+
+# The first bytes of the formats people most often hand us by mistake, to say what the file is.
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_OTHER_MAGICS = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"BM": "a BMP image",
+    b"\x93NUMPY": "a NumPy .npy file",
+    b"PK\x03\x04": "a ZIP archive (or .npz/.keras file)",
+    b"\x89HDF": "an HDF5 file",
+}
+
+_VALID_INPUT = (
+    "a grayscale multi-page TIFF stack (Z, Y, X), a single 2D TIFF, "
+    "or a folder of single-slice TIFFs"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+
+def read_volume(path: PathLike) -> np.ndarray:
+    """Read a grayscale volume as a ``(Z, Y, X)`` array in the file's dtype.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A multi-page TIFF stack, a single 2D TIFF (returned as ``(1, Y, X)``), or a folder of
+        single-slice TIFFs read in natural sort order (``slice2.tif`` before ``slice10.tif``).
+
+    Returns
+    -------
+    ndarray
+        ``(Z, Y, X)`` array; integer, unsigned, float and bool dtypes are kept as stored.
+
+    Raises
+    ------
+    InputError
+        If the path is missing, empty, not a TIFF, truncated or corrupt, RGB/multichannel,
+        not 2D/3D, holds NaN/Inf, or (for a folder) holds no TIFFs or slices that differ in
+        shape or dtype.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_folder(path)
+    volume = _read_tiff_file(path)
+    _check_finite(volume, path.name)
+    return volume
+
+
+def read_volume_lazy(path: PathLike) -> np.ndarray:
+    """Open a volume without loading it: a read-only memory map where the file allows it.
+
+    An uncompressed TIFF whose pages are stored contiguously (what :func:`write_volume`
+    writes without compression) is memory-mapped, so volumes bigger than RAM can be streamed
+    slab by slab. Anything else (compressed, tiled, a folder) falls back to
+    :func:`read_volume` and is loaded into memory.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Same inputs as :func:`read_volume`.
+
+    Returns
+    -------
+    ndarray
+        ``(Z, Y, X)`` :class:`numpy.memmap` (read-only) or in-memory array.
+
+    Raises
+    ------
+    InputError
+        Same cases as :func:`read_volume`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return read_volume(path)
+    _check_tiff_file(path)
+    with _open_tiff(path) as tif:
+        series = tif.series[0]
+        shape = _volume_shape(series, path.name)
+        mappable = series.dataoffset is not None
+    if not mappable:
+        return read_volume(path)
+    volume = tifffile.memmap(path, mode="r").reshape(shape)
+    _check_finite(volume, path.name)
+    return volume
+
+
+def read_mask(path: PathLike, class_map: ClassMap | None = None) -> tuple[np.ndarray, ClassMap]:
+    """Read a label mask and map its values to contiguous class ids.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Mask file or folder, in any layout :func:`read_volume` accepts.
+    class_map : ClassMap, optional
+        Expected classes (e.g. the ones a model was trained on). When omitted, the classes
+        are the distinct values found in the mask, ascending.
+
+    Returns
+    -------
+    ids : ndarray
+        ``(Z, Y, X)`` uint8 class ids ``0..K-1``.
+    class_map : ClassMap
+        The mapping from ids back to the mask's original values.
+
+    Raises
+    ------
+    InputError
+        For any :func:`read_volume` problem, fractional values, too many distinct values, or
+        (with ``class_map``) values outside the class map.
+    """
+    path = Path(path)
+    mask = read_volume(path)
+    source = path.name
+    check_integer_valued(mask, source)
+    if class_map is None:
+        class_map = ClassMap.from_mask(mask, source=source)
+    ids = class_map.encode(mask, source=source)
+    return ids, class_map
+
+
+def check_pair(
+    images: np.ndarray,
+    masks: np.ndarray,
+    image_source: str = "images",
+    mask_source: str = "masks",
+) -> None:
+    """Check that an image volume and its mask have the same shape.
+
+    Raises
+    ------
+    InputError
+        Naming both sources and shapes when they differ.
+    """
+    if tuple(images.shape) != tuple(masks.shape):
+        raise InputError(
+            f"{image_source} has shape {tuple(images.shape)} but {mask_source} has shape "
+            f"{tuple(masks.shape)}; an image volume and its mask must have the same (Z, Y, X) shape"
+        )
+
+
+def _read_folder(folder: Path) -> np.ndarray:
+    """Stack the single-slice TIFFs of ``folder`` in natural sort order."""
+    files = _list_tiffs(folder)
+    first = _read_slice_file(files[0], folder)
+    volume = np.empty((len(files),) + first.shape, dtype=first.dtype)
+    volume[0] = first
+    for z, file in enumerate(files[1:], start=1):
+        plane = _read_slice_file(file, folder)
+        if plane.shape != first.shape or plane.dtype != first.dtype:
+            raise InputError(
+                f"{folder}: slice {file.name} is {plane.shape[0]}x{plane.shape[1]} {plane.dtype} "
+                f"but {files[0].name} is {first.shape[0]}x{first.shape[1]} {first.dtype}; "
+                "all slices in a folder must have the same size and dtype"
+            )
+        volume[z] = plane
+    return volume
+
+
+def _list_tiffs(folder: Path) -> list[Path]:
+    """The folder's TIFF files, naturally sorted; ``InputError`` when there are none."""
+    from natsort import natsorted  # only folder reads need it
+
+    entries = [p for p in folder.iterdir() if p.is_file()]
+    # "._name.tif" files are macOS resource forks, not images; other dot files are never slices.
+    tiffs = [p for p in entries if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")]
+    if not entries:
+        raise InputError(f"{folder}: the folder is empty; expected {_VALID_INPUT}")
+    if not tiffs:
+        raise InputError(
+            f"{folder}: no .tif/.tiff files among its {len(entries)} files; expected {_VALID_INPUT}"
+        )
+    return natsorted(tiffs, key=lambda p: p.name)
+
+
+def _read_slice_file(file: Path, folder: Path) -> np.ndarray:
+    """One slice of a folder as a 2D array, refusing stacks (a stray images.tif, say)."""
+    volume = _read_tiff_file(file)
+    if volume.shape[0] != 1:
+        raise InputError(
+            f"{folder}: {file.name} holds {volume.shape[0]} slices; a folder must hold "
+            "single-slice TIFFs only (to read a stack, pass the stack file itself)"
+        )
+    _check_finite(volume, file.name)
+    return volume[0]
+
+
+def _read_tiff_file(path: Path) -> np.ndarray:
+    """Read one TIFF file as ``(Z, Y, X)``, with every check but the NaN/Inf one."""
+    _check_tiff_file(path)
+    with _open_tiff(path) as tif:
+        series = tif.series[0]
+        shape = _volume_shape(series, path.name)
+        with _tifffile_problems(path):
+            try:
+                data = series.asarray()
+            except (ValueError, RuntimeError, OSError, EOFError, IndexError) as exc:
+                # Codec and short-read failures surface as any of these, depending on codec.
+                raise InputError(
+                    f"{path.name}: the image data is truncated or corrupt ({exc}); "
+                    "re-export or re-copy the file"
+                ) from exc
+    return data.reshape(shape)
+
+
+def _check_tiff_file(path: Path) -> None:
+    """Existence, non-emptiness and TIFF signature, checked before tifffile sees the file."""
+    if not path.exists():
+        raise InputError(f"{path}: file not found; expected {_VALID_INPUT}")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file; expected {_VALID_INPUT}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name}: the file is empty (0 bytes); expected {_VALID_INPUT}")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:4] in _TIFF_MAGICS:
+        return
+    what = next((name for magic, name in _OTHER_MAGICS.items() if head.startswith(magic)), None)
+    found = f"it looks like {what}" if what else "it does not start with a TIFF header"
+    raise InputError(f"{path.name}: not a TIFF file ({found}); expected {_VALID_INPUT}")
+
+
+@contextlib.contextmanager
+def _open_tiff(path: Path) -> Iterator[tifffile.TiffFile]:
+    """Open with tifffile, turning structural damage into ``InputError``."""
+    with _tifffile_problems(path):
+        try:
+            tif = tifffile.TiffFile(path)
+        except _STRUCTURE_ERRORS as exc:
+            raise _corrupt(path, exc) from exc
+    with tif:
+        with _tifffile_problems(path):
+            try:
+                _check_pages(tif, path)  # reads every page header and builds the series
+            except _STRUCTURE_ERRORS as exc:
+                raise _corrupt(path, exc) from exc
+        yield tif
+
+
+# What tifffile raises on damaged headers, depending on where the damage is.
+_STRUCTURE_ERRORS = (tifffile.TiffFileError, ValueError, IndexError, EOFError, OSError)
+
+
+def _corrupt(path: Path, exc: Exception) -> InputError:
+    return InputError(
+        f"{path.name}: the TIFF structure is truncated or corrupt ({exc}); re-export or re-copy the file"
+    )
+
+
+class _WarningCollector(logging.Handler):
+    """Collect tifffile's log warnings: it reports damaged files there and reads on regardless."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _tifffile_problems(path: Path) -> Iterator[None]:
+    """Raise ``InputError`` if tifffile logs a warning about ``path`` inside the block.
+
+    tifffile recovers from a bad page offset by silently dropping the pages after it, which
+    would hand the user a shorter volume than the file claims; we refuse instead.
+    """
+    logger = logging.getLogger("tifffile")
+    collector = _WarningCollector()
+    logger.addHandler(collector)
+    try:
+        yield
+    finally:
+        logger.removeHandler(collector)
+    damage = [m for m in collector.messages if any(w in m for w in ("invalid", "corrupt", "failed", "truncat"))]
+    if damage:
+        raise InputError(
+            f"{path.name}: the TIFF is truncated or corrupt ({damage[0].strip()}); "
+            "re-export or re-copy the file"
+        )
+
+
+def _check_pages(tif: tifffile.TiffFile, path: Path) -> None:
+    """Refuse files whose pages point past the end of the file (a cut-off download or copy)."""
+    size = path.stat().st_size
+    for index, page in enumerate(tif.pages):
+        offsets = getattr(page, "dataoffsets", ())
+        counts = getattr(page, "databytecounts", ())
+        ends = [o + c for o, c in zip(offsets, counts) if c]
+        if ends and max(ends) > size:
+            raise InputError(
+                f"{path.name}: truncated: page {index} needs {max(ends)} bytes but the file has "
+                f"{size}; re-export or re-copy the file"
+            )
+    if not tif.series:
+        raise InputError(f"{path.name}: the TIFF holds no image; expected {_VALID_INPUT}")
+    if len(tif.series) > 1:
+        # tifffile splits pages of different sizes into several series; reading only the first
+        # would silently drop slices.
+        shapes = ", ".join(str(tuple(s.shape)) for s in tif.series[:4])
+        raise InputError(
+            f"{path.name}: holds {len(tif.series)} images of different shapes ({shapes}); "
+            "expected one stack whose slices all have the same size"
+        )
+
+
+def _volume_shape(series: tifffile.TiffPageSeries, name: str) -> tuple[int, int, int]:
+    """The ``(Z, Y, X)`` shape of a tifffile series, refusing colour and 4D+ data."""
+    shape, axes = tuple(series.shape), str(series.axes)
+    # 'S' = samples per pixel (RGB/RGBA or interleaved channels), 'C' = ImageJ/OME channels.
+    if "S" in axes or "C" in axes:
+        raise InputError(
+            f"{name}: RGB/multichannel image (shape {shape}, axes {axes}); expected a single "
+            "grayscale channel: convert to grayscale (or save one channel) first"
+        )
+    # Leading length-1 axes (a (1, Z, Y, X) hyperstack, say) carry no data: drop them.
+    while len(shape) > 3 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) == 2:
+        return (1,) + shape
+    if len(shape) == 3:
+        if shape[-1] in (3, 4) and series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB:
+            raise InputError(
+                f"{name}: RGB image (shape {shape}); expected a single grayscale channel: "
+                "convert to grayscale first"
+            )
+        return shape  # type: ignore[return-value]
+    if shape[-1] in (3, 4):
+        raise InputError(
+            f"{name}: {len(shape)}D data with a trailing colour/channel axis (shape {shape}); "
+            "expected a 3D (Z, Y, X) grayscale stack: convert to grayscale first"
+        )
+    raise InputError(
+        f"{name}: {len(shape)}D data (shape {shape}, axes {axes}); expected a 2D image or a "
+        "3D (Z, Y, X) stack: save one time point / channel as a grayscale stack"
+    )
+
+
+def _check_finite(volume: np.ndarray, name: str) -> None:
+    """Refuse NaN/Inf, slice by slice so a big float volume needs no full-size temp mask."""
+    if not np.issubdtype(volume.dtype, np.floating):
+        return
+    for z in range(volume.shape[0]):
+        plane = volume[z]
+        if not np.isfinite(plane).all():
+            n_bad = int(np.count_nonzero(~np.isfinite(plane)))
+            raise InputError(
+                f"{name}: slice {z} holds {n_bad} NaN/Inf values; images must hold finite "
+                "numbers only (fill or mask them before saving)"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temp path next to ``path``; on success rename it over ``path``.
+
+    The temp file sits in the target's own folder (so the final :func:`os.replace` is an
+    atomic rename on the same file system) and keeps the target's suffix (``.tif``,
+    ``.keras``) because some writers choose the format from it. It already exists, empty,
+    with the permissions the user's umask gives a new file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Final destination.
+    overwrite : bool
+        Replace an existing file. Without it an existing file raises ``OutputError``.
+
+    Yields
+    ------
+    Path
+        The temp path to write to.
+
+    Raises
+    ------
+    OutputError
+        If ``path`` is a directory, exists and ``overwrite`` is False, its folder is missing or
+        not writable, or writing fails (disk full, ...). The temp file is removed and any
+        previous file at ``path`` is left untouched.
+    """
+    target = Path(path)
+    _check_target(target, overwrite)
+    tmp = _create_temp(target)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{target}: could not write the file ({exc.strerror or exc}); nothing was changed") from exc
+    except BaseException:
+        # Any other failure (a bug, Ctrl-C) must not leave a temp file behind either.
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_volume(
+    path: PathLike,
+    array: np.ndarray,
+    overwrite: bool = False,
+    compression: str | None = None,
+) -> Path:
+    """Write a ``(Z, Y, X)`` (or 2D) array as a grayscale multi-page TIFF, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination ``.tif`` file.
+    array : ndarray
+        2D or 3D numeric array; written in its own dtype, one page per slice.
+    overwrite : bool
+        Replace an existing file.
+    compression : {None, "zlib"}
+        ``None`` writes contiguous uncompressed pages that :func:`read_volume_lazy` can
+        memory-map; ``"zlib"`` is lossless and much smaller for label stacks.
+
+    Returns
+    -------
+    Path
+        The written path.
+
+    Raises
+    ------
+    OutputError
+        See :func:`atomic_write`.
+    InputError
+        If ``array`` is not 2D/3D or has a dtype TIFF cannot store.
+    ConfigError
+        For an unknown ``compression``.
+    """
+    array = np.asarray(array)
+    if array.ndim not in (2, 3):
+        raise InputError(f"cannot write an array of shape {array.shape}; expected (Z, Y, X) or (Y, X)")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
+        raise InputError(f"cannot write dtype {array.dtype} as TIFF; expected an integer or float array")
+    if array.dtype == bool:
+        array = array.view(np.uint8)  # TIFF has no bool; 0/1 bytes read back everywhere
+    if compression not in COMPRESSIONS:
+        raise ConfigError(f"compression must be one of {list(COMPRESSIONS)}, got {compression!r}")
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        tifffile.imwrite(
+            tmp,
+            array,
+            photometric="minisblack",  # never let a (Z, Y, 3) stack be taken for RGB
+            compression=compression,
+            bigtiff=array.nbytes >= BIGTIFF_THRESHOLD,
+            metadata={"axes": "ZYX" if array.ndim == 3 else "YX"},
+        )
+    return Path(path)
+
+
+def write_labels(
+    path: PathLike,
+    ids: np.ndarray,
+    class_map: ClassMap,
+    overwrite: bool = False,
+    compression: str | None = None,
+) -> Path:
+    """Write class ids as a mask holding the original class values, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination ``.tif`` file.
+    ids : ndarray
+        Integer class ids ``0..K-1``, 2D or 3D.
+    class_map : ClassMap
+        Maps ids back to the user's values (e.g. ``0/85/170/255``).
+    overwrite, compression
+        As in :func:`write_volume`.
+
+    Returns
+    -------
+    Path
+        The written path.
+
+    Raises
+    ------
+    InputError
+        If an id is outside ``0..K-1``.
+    OutputError
+        See :func:`atomic_write`.
+    """
+    return write_volume(path, class_map.decode(ids), overwrite=overwrite, compression=compression)
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    """Refuse destinations that cannot or must not be written, before any work is done."""
+    if target.is_dir():
+        raise OutputError(f"{target}: is a directory; give a file name such as {target / 'labels.tif'}")
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target}: already exists; choose another name or allow overwriting (overwrite=True)")
+    if not target.parent.is_dir():
+        raise OutputError(f"{target}: the folder {target.parent} does not exist; create it first")
+
+
+def _create_temp(target: Path) -> Path:
+    """Create an empty, uniquely named temp file beside ``target``."""
+    for _ in range(16):
+        tmp = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.tmp{target.suffix}")
+        try:
+            # O_EXCL: never clobber another writer's temp; 0o666 lets the umask decide the mode.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(
+                f"{target}: cannot write in {target.parent} ({exc.strerror or exc}); "
+                "choose a writable folder"
+            ) from exc
+        os.close(fd)
+        return tmp
+    raise OutputError(f"{target}: could not create a temp file in {target.parent}")
+
+
+def _fsync(path: Path) -> None:
+    """Flush the written data to disk so the rename never exposes an incomplete file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -295,6 +295,7 @@ def save_model(model, path: str | os.PathLike, info: ModelInfo, overwrite: bool 
     if not info.created:
         info.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
+    _remove_stale_temps(path)
     tag = f"{os.getpid()}.{id(model):x}"
     tmp_model = path.with_name(f".{path.stem}.{tag}.tmp.keras")
     tmp_side = path.with_name(f".{path.stem}.{tag}.tmp.json")
@@ -467,6 +468,23 @@ def check_compatible(info: ModelInfo, volume: np.ndarray | None = None, class_ma
 
 # --------------------------------------------------------------------------------------------
 # helpers
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files a killed earlier save of ``path`` left behind (their process is gone)."""
+    for tmp in path.parent.glob(f".{path.stem}.*.tmp.*"):
+        try:
+            pid = int(tmp.name[len(path.stem) + 2 :].split(".")[0])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # exists but not ours, or no permission to ask: leave it alone
+            pass
 
 
 def _sha256(path: Path) -> str:

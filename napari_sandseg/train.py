@@ -27,7 +27,7 @@ from .data import (
     sparse_targets,
     split_indices,
 )
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, OutputError
 from .events import TrainEvent, TrainResult
 
 __all__ = ["PRESETS", "TrainConfig", "TrainEvent", "TrainResult", "prepare_targets", "run_training", "train"]
@@ -119,7 +119,10 @@ def train(
     if np.shape(targets) != images.shape:
         raise InputError(f"targets shape {np.shape(targets)} differs from images shape {images.shape}")
     if out_path.suffix != ".keras":
-        raise InputError(f"out_path {out_path} must end in .keras")
+        raise OutputError(f"out_path {out_path} must end in .keras")
+    if out_path.is_dir() or not out_path.parent.is_dir() or not os.access(out_path.parent, os.W_OK):
+        # found now rather than when the first checkpoint is written, an epoch later
+        raise OutputError(f"cannot write the model to {out_path}: its folder is missing or not writable, or it is a folder")
     k = class_map.n_classes
     t = prepare_targets(targets, k, config.sparse)
     slices = annotated_slices(t)
@@ -222,7 +225,8 @@ def train(
     if len(test_idx):
         test_metrics = evaluate_slices(model, images[test_idx], t[test_idx], make_info({}, None, []), config.batch_size)
     info = make_info(state.history, test_metrics, extra)
-    save_model(model, out_path, info)
+    export.set_weights(model.get_weights())
+    save_model(export, out_path, info)
     done = TrainEvent(
         "done", len(state.history.get("loss", [])) - 1, config.epochs, -1, batches,
         fraction=1.0, message="; ".join(extra), logs={},

@@ -228,3 +228,15 @@ def test_required_backbones_save_and_load_in_safe_mode(backbone, tmp_path):
     loaded, loaded_info = load_model(path)
     np.testing.assert_allclose(loaded(xb, training=False).numpy(), m(xb, training=False).numpy(), atol=1e-5)
     assert loaded_info.backbone == backbone
+
+
+def test_save_removes_temp_files_of_killed_saves(model, tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid now belongs to no process
+    stale = tmp_path / f".m.{dead.pid}.7f00.tmp.keras"
+    stale.write_bytes(b"half written")
+    save_model(model, tmp_path / "m.keras", make_info())
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.keras"]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from napari_sandseg.classmap import ClassMap
-from napari_sandseg.errors import ConfigError, InputError, ModelError
+from napari_sandseg.errors import ConfigError, InputError, ModelError, OutputError
 from napari_sandseg.model import load_model, sidecar_path
 from napari_sandseg.predict import predict_volume
 from napari_sandseg.sample import make_sandstone
@@ -199,6 +199,8 @@ def test_invalid_inputs_fail_before_training(data, tmp_path):
         next(train(images, labels + 3, CLASS_MAP, TrainConfig(), tmp_path / "a.keras"))
     with pytest.raises(InputError, match="shape"):
         next(train(images, labels[:3], CLASS_MAP, TrainConfig(), tmp_path / "a.keras"))
+    with pytest.raises(OutputError, match="folder"):
+        next(train(images, labels, CLASS_MAP, TrainConfig(), tmp_path / "missing" / "a.keras"))
 
 
 _KILL_SCRIPT = """

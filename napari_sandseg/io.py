@@ -14,13 +14,14 @@ import contextlib
 import logging
 import os
 import secrets
+import struct
 from pathlib import Path
 from typing import Iterator, Union
 
 import numpy as np
 import tifffile
 
-from .classmap import ClassMap, check_integer_valued
+from .classmap import MAX_CLASSES, ClassMap, check_integer_valued
 from .errors import ConfigError, InputError, OutputError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -154,6 +155,12 @@ def read_mask(path: PathLike, class_map: ClassMap | None = None) -> tuple[np.nda
     source = path.name
     check_integer_valued(mask, source)
     if class_map is None:
+        n_values = np.unique(mask).size
+        if n_values > MAX_CLASSES:
+            raise InputError(
+                f"{source}: {n_values} distinct values; a mask holds at most {MAX_CLASSES} "
+                "class values (is this the image rather than the mask?)"
+            )
         class_map = ClassMap.from_mask(mask, source=source)
     ids = class_map.encode(mask, source=source)
     return ids, class_map
@@ -234,7 +241,7 @@ def _read_tiff_file(path: Path) -> np.ndarray:
         with _tifffile_problems(path):
             try:
                 data = series.asarray()
-            except (ValueError, RuntimeError, OSError, EOFError, IndexError) as exc:
+            except (ValueError, RuntimeError, OSError, EOFError, IndexError, struct.error) as exc:
                 # Codec and short-read failures surface as any of these, depending on codec.
                 raise InputError(
                     f"{path.name}: the image data is truncated or corrupt ({exc}); "
@@ -278,7 +285,7 @@ def _open_tiff(path: Path) -> Iterator[tifffile.TiffFile]:
 
 
 # What tifffile raises on damaged headers, depending on where the damage is.
-_STRUCTURE_ERRORS = (tifffile.TiffFileError, ValueError, IndexError, EOFError, OSError)
+_STRUCTURE_ERRORS = (tifffile.TiffFileError, ValueError, IndexError, EOFError, OSError, struct.error)
 
 
 def _corrupt(path: Path, exc: Exception) -> InputError:
@@ -323,6 +330,20 @@ def _tifffile_problems(path: Path) -> Iterator[None]:
 def _check_pages(tif: tifffile.TiffFile, path: Path) -> None:
     """Refuse files whose pages point past the end of the file (a cut-off download or copy)."""
     size = path.stat().st_size
+    series = tif.series[0] if tif.series else None
+    if series is not None and len(tif.series) == 1 and series.dataoffset is not None:
+        # Contiguous data (what we write): one range check instead of parsing every page,
+        # plus a walk of the page chain to the last page, whose header sits after the data.
+        last_page = tif.pages[series.size // max(1, series.keyframe.size) - 1]
+        if last_page is None or tuple(last_page.shape) != tuple(series.keyframe.shape):
+            raise InputError(f"{path.name}: the last page is damaged; re-export or re-copy the file")
+        end = series.dataoffset + series.nbytes
+        if end > size:
+            raise InputError(
+                f"{path.name}: truncated: the image data needs {end} bytes but the file has "
+                f"{size}; re-export or re-copy the file"
+            )
+        return
     for index, page in enumerate(tif.pages):
         offsets = getattr(page, "dataoffsets", ())
         counts = getattr(page, "databytecounts", ())

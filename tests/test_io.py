@@ -399,3 +399,36 @@ def test_permission_error_creating_temp_becomes_output_error(tmp_path: Path, mon
         io.write_volume(tmp_path / "v.tif", _stack())
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_image_passed_as_mask_names_the_file(tmp_path: Path) -> None:
+    path = _write_raw(tmp_path / "images.tif", np.arange(300, dtype=np.uint16).reshape(1, 15, 20))
+    with pytest.raises(InputError, match=r"images\.tif: 300 distinct values.*image rather than the mask"):
+        io.read_mask(path)
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+@pytest.mark.parametrize("layout", ["ours", "pages"])
+def test_every_truncation_is_refused_or_harmless(tmp_path: Path, compression: str | None, layout: str) -> None:
+    # Cut the file at many points: the reader must raise InputError or return the exact
+    # data (the cut only hit trailing metadata); never another exception, never wrong data.
+    stack = _stack((6, 32, 32), seed=5)
+    full = tmp_path / "full.tif"
+    if layout == "ours":
+        io.write_volume(full, stack, compression=compression)
+    else:
+        with tifffile.TiffWriter(full) as writer:
+            for plane in stack:
+                writer.write(plane, metadata=None, compression=compression)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.tif"
+    refused = 0
+    for n in range(1, len(data), 17):
+        cut.write_bytes(data[:n])
+        try:
+            volume = io.read_volume(cut)
+        except InputError:
+            refused += 1
+            continue
+        assert np.array_equal(volume, stack), f"cut at {n} of {len(data)} bytes gave wrong data"
+    assert refused > 0.9 * (len(data) // 17)

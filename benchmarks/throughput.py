@@ -1,0 +1,307 @@
+"""Throughput: the classic path against the project's path, same model, same data, one script.
+
+Usage
+-----
+    python benchmarks/throughput.py            # real data, Unet-resnet34, 128x128 patches
+    python benchmarks/throughput.py --quick    # smoke run (resnet18, a few patches)
+
+Measured, back to back in this process:
+
+* the machine's fp32 matmul GFLOP/s (TensorFlow, square matrices) as the peak reference;
+* training images/s: classic (``model.fit`` on numpy, fp32) against the project's path
+  (``tf.data`` pipeline, bfloat16 mixed precision where the CPU has AVX512_BF16, optional XLA);
+* prediction images/s: classic (``model.predict`` on numpy) against the project's path
+  (compiled ``tf.function`` over ``tf.data`` batches, argmax in the graph so only uint8
+  labels come back: what a streaming predict needs);
+* for every reduced precision adopted: the held-out mean IoU (slices 0 and 9, full size) of
+  the same trained weights in fp32 and in the reduced precision.
+
+All paths start from the same initial weights and see the same 128x128 patches (the
+training patches of the slices protocol). Results go to ``benchmarks/results/throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import _common as C
+
+#: Unet-resnet34 forward pass on one 128x128x1 image (GFLOP, multiply-adds counted as 2).
+FORWARD_GFLOP_128 = 3.9
+#: Training costs about three forward passes (forward + backward w.r.t. activations and weights).
+TRAIN_FACTOR = 3.0
+BATCH_TRAIN = 16
+BATCH_PREDICT_CLASSIC = 32  # model.predict's default, as the classic notebook calls it
+BATCH_PREDICT_PROJECT = 64
+
+
+def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
+    """Measured fp32 matmul GFLOP/s of this machine through TensorFlow (best of 3 rounds)."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    b = tf.random.normal((n, n), dtype=tf.float32)
+    _ = (a @ b).numpy()
+    best = 0.0
+    for _round in range(3):
+        start = time.perf_counter()
+        for _ in range(reps):
+            c = a @ b
+        _ = c.numpy()
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def bf16_supported() -> bool:
+    """True when the CPU has native bfloat16 dot products (AVX512_BF16 or AMX) or a GPU is used."""
+    return bool({"avx512_bf16", "amx_bf16"} & C._cpu_flags())
+
+
+def build(backbone: str, weights: list[np.ndarray], precision: str) -> Any:
+    """The Unet in ``precision`` ("float32" or "mixed_bfloat16") with the given weights.
+
+    Under mixed precision the softmax output is cast back to float32 so the loss and the
+    argmax see float32 (variables stay float32 either way).
+    """
+    import keras
+
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        from accuracy import build_unet
+
+        model = build_unet(backbone)
+        if precision != "float32":
+            out = keras.layers.Activation("linear", dtype="float32")(model.output)
+            model = keras.Model(model.input, out)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.set_weights(weights)
+    return model
+
+
+def time_train_classic(model: Any, x: np.ndarray, y: np.ndarray, warm: int) -> float:
+    """Images/s of ``model.fit`` on numpy arrays (warm-up batches excluded)."""
+    import keras
+
+    model.compile(keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    model.fit(x[: warm * BATCH_TRAIN], y[: warm * BATCH_TRAIN], batch_size=BATCH_TRAIN,
+              epochs=1, verbose=0, shuffle=True)
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=BATCH_TRAIN, epochs=1, verbose=0, shuffle=True)
+    return len(x) / (time.perf_counter() - start)
+
+
+def time_train_project(model: Any, x: np.ndarray, y: np.ndarray, warm: int, jit: bool) -> float:
+    """Images/s of ``model.fit`` on a prefetching tf.data pipeline (warm-up excluded)."""
+    import keras
+    import tensorflow as tf
+
+    model.compile(keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", jit_compile=jit)
+    ds = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0)
+          .batch(BATCH_TRAIN, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    model.fit(ds.take(warm), epochs=1, verbose=0)
+    steps = len(x) // BATCH_TRAIN
+    start = time.perf_counter()
+    model.fit(ds, epochs=1, verbose=0)
+    return steps * BATCH_TRAIN / (time.perf_counter() - start)
+
+
+def time_predict_classic(model: Any, x: np.ndarray) -> tuple[float, np.ndarray]:
+    """Images/s of ``model.predict`` on numpy (float32 probabilities back), and the labels."""
+    model.predict(x[:BATCH_PREDICT_CLASSIC], batch_size=BATCH_PREDICT_CLASSIC, verbose=0)
+    start = time.perf_counter()
+    probs = model.predict(x, batch_size=BATCH_PREDICT_CLASSIC, verbose=0)
+    labels = probs.argmax(-1).astype(np.uint8)
+    return len(x) / (time.perf_counter() - start), labels
+
+
+def streaming_predictor(model: Any, jit: bool) -> Callable[[Any], Any]:
+    """Compiled batch -> uint8 labels function (argmax inside the graph)."""
+    import tensorflow as tf
+
+    @tf.function(jit_compile=jit, reduce_retracing=True)
+    def labels(batch: Any) -> Any:
+        return tf.cast(tf.argmax(model(batch, training=False), axis=-1), tf.uint8)
+
+    return labels
+
+
+def time_predict_project(model: Any, x: np.ndarray, jit: bool) -> tuple[float, np.ndarray]:
+    """Images/s of the streaming path: tf.data batches -> compiled fn -> uint8 labels."""
+    import tensorflow as tf
+
+    fn = streaming_predictor(model, jit)
+    fn(tf.constant(x[:BATCH_PREDICT_PROJECT]))  # trace/compile once
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(BATCH_PREDICT_PROJECT).prefetch(2)
+    start = time.perf_counter()
+    out = [fn(b).numpy() for b in ds]
+    labels = np.concatenate(out)
+    return len(x) / (time.perf_counter() - start), labels
+
+
+def load_data(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """The slices protocol's training patches as float32 (N,128,128,1) and one-hot targets."""
+    images, masks, source = C.load_data(quick)
+    split = C.slices_protocol(images, masks)
+    x = C.patchify(split.train_images).astype(np.float32)[..., None] / 255.0
+    y = np.eye(C.N_CLASSES, dtype=np.float32)[C.patchify(split.train_ids)]
+    return x, y, source
+
+
+def precision_check(model_path: Path, quick: bool, precision: str, jit: bool) -> dict[str, Any]:
+    """Held-out mean IoU of one trained model in fp32 and in ``precision`` (same weights)."""
+    import keras
+
+    trained = keras.models.load_model(model_path, compile=False)
+    images, masks, _ = C.load_data(quick)
+    split = C.slices_protocol(images, masks)
+    test = split.test["slices 0 and 9"]
+    norm = _normalizer_for(model_path)
+    backbone = _backbone_of(model_path)
+    out: dict[str, Any] = {"model": str(model_path), "test_set": "slices 0 and 9, full size"}
+    for name, prec in (("float32", "float32"), (precision, precision)):
+        model = build(backbone, trained.get_weights(), prec)  # fresh: the file may hold bf16 layers
+        fn = streaming_predictor(model, jit and prec != "float32")
+        padded, (h, w) = C.pad_to_multiple(norm(test[0]))
+        pred = np.concatenate([fn(padded[i : i + 1, ..., None]).numpy() for i in range(len(padded))])
+        out[f"mean_iou_{name}"] = C.mean_iou(C.confusion(test[1], pred[:, :h, :w]))
+    out["delta"] = out[f"mean_iou_{precision}"] - out["mean_iou_float32"]
+    return out
+
+
+def _normalizer_for(model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The input normalisation the accuracy run used for this model (from accuracy.json)."""
+    data = C.read_json(C.RESULTS / "accuracy.json")
+    protocol, recipe = model_path.stem.split("_")[:2]
+    norm = data.get(protocol, {}).get(recipe, {}).get("details", {}).get("normalization")
+    if norm:
+        low, high = float(norm["low"]), float(norm["high"])
+        return lambda im: (im.astype(np.float32) - low) / (high - low)
+    return lambda im: im.astype(np.float32) / 255.0
+
+
+def _backbone_of(model_path: Path) -> str:
+    """Backbone of a saved accuracy.py model (resnet18 for quick runs, else resnet34)."""
+    return "resnet18" if model_path.stem.endswith("_quick") else "resnet34"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure and compare both paths; print and write the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: resnet18, few patches")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jit", choices=["auto", "on", "off"], default="off",
+                    help="XLA for the project's path; auto measures with and without and keeps "
+                         "the faster (XLA compiles for minutes on 2 cores and was slower there)")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    out_path = args.out or (C.RESULTS / ("quick" if args.quick else "") / "throughput.json")
+    C.set_seed(args.seed)
+    backbone = "resnet18" if args.quick else "resnet34"
+    x, y, source = load_data(args.quick)
+    if args.quick:
+        x, y = x[:32], y[:32]
+        args.jit = "off"
+    warm = 2
+    precision = "mixed_bfloat16" if bf16_supported() else "float32"
+    init = _init_weights(backbone)
+
+    peak = matmul_gflops(1024 if args.quick else 2048)
+    print(f"fp32 matmul: {peak:.1f} GFLOP/s", flush=True)
+    res: dict[str, Any] = {}
+    res["train_classic"] = time_train_classic(build(backbone, init, "float32"), x, y, warm)
+    print(f"train classic (fit numpy fp32): {res['train_classic']:.2f} img/s", flush=True)
+    jits = {"auto": [False, True], "on": [True], "off": [False]}[args.jit]
+    variants: dict[str, float] = {}
+    for jit in jits:
+        for prec in dict.fromkeys(["float32", precision]):
+            key = f"{prec}{'+xla' if jit else ''}"
+            variants[f"train {key}"] = time_train_project(build(backbone, init, prec), x, y, warm, jit)
+            print(f"train project tf.data {key}: {variants[f'train {key}']:.2f} img/s", flush=True)
+    res["predict_classic"], _ = time_predict_classic(build(backbone, init, "float32"), x)
+    print(f"predict classic (predict numpy fp32): {res['predict_classic']:.2f} img/s", flush=True)
+    for jit in jits:
+        for prec in dict.fromkeys(["float32", precision]):
+            key = f"{prec}{'+xla' if jit else ''}"
+            variants[f"predict {key}"], _ = time_predict_project(build(backbone, init, prec), x, jit)
+            print(f"predict project streaming {key}: {variants[f'predict {key}']:.2f} img/s", flush=True)
+    _write(out_path, args, res, variants, peak, precision, source, backbone, x.shape)
+
+
+def _init_weights(backbone: str) -> list[np.ndarray]:
+    """Seeded initial weights shared by every path."""
+    from accuracy import build_unet
+
+    return build_unet(backbone).get_weights()
+
+
+def _best(variants: dict[str, float], kind: str) -> tuple[str, float]:
+    """The fastest project variant of ``kind`` ("train" or "predict")."""
+    items = {k: v for k, v in variants.items() if k.startswith(kind)}
+    name = max(items, key=items.get)
+    return name, items[name]
+
+
+def _write(out_path: Path, args: Any, res: dict, variants: dict, peak: float, precision: str,
+           source: str, backbone: str, shape: tuple) -> None:
+    """Assemble ratios, fractions of peak and the precision check; print and write JSON."""
+    train_name, train_ips = _best(variants, "train")
+    pred_name, pred_ips = _best(variants, "predict")
+    fwd = FORWARD_GFLOP_128 * (shape[1] * shape[2]) / (128 * 128)
+
+    def frac(ips: float, factor: float) -> float:
+        return round(ips * fwd * factor / peak, 4)
+
+    out = {
+        "train_images_per_s_classic": round(res["train_classic"], 3),
+        "train_images_per_s_project": round(train_ips, 3),
+        "predict_images_per_s_classic": round(res["predict_classic"], 3),
+        "predict_images_per_s_project": round(pred_ips, 3),
+        "train_ratio": round(train_ips / res["train_classic"], 3),
+        "predict_ratio": round(pred_ips / res["predict_classic"], 3),
+        "matmul_gflops": round(peak, 1),
+        "fraction_of_peak": {
+            "train_classic": frac(res["train_classic"], TRAIN_FACTOR),
+            "train_project": frac(train_ips, TRAIN_FACTOR),
+            "predict_classic": frac(res["predict_classic"], 1.0),
+            "predict_project": frac(pred_ips, 1.0),
+            "note": f"images/s x {FORWARD_GFLOP_128} GFLOP per 128x128 forward pass "
+                    f"(x{TRAIN_FACTOR} for training) / fp32 matmul GFLOP/s",
+        },
+        "project_train_path": train_name.split(" ", 1)[1] + " (tf.data, prefetch)",
+        "project_predict_path": pred_name.split(" ", 1)[1] + " (tf.data, compiled tf.function, argmax in graph)",
+        "all_variants_images_per_s": {k: round(v, 3) for k, v in variants.items()},
+        "model": f"Unet-{backbone}, input 128x128x1, 4 classes, encoder_weights=None",
+        "images": int(shape[0]),
+        "batch_train": BATCH_TRAIN,
+        "batch_predict": {"classic": BATCH_PREDICT_CLASSIC, "project": BATCH_PREDICT_PROJECT},
+        "data": source,
+        "seeds": {"seed": args.seed},
+        **C.stamp(),
+    }
+    adopted = {p for p in (out["project_train_path"], out["project_predict_path"]) if "bfloat16" in p}
+    if adopted:
+        model_path = C.MODEL_DIR / f"slices_project{'_quick' if args.quick else ''}.keras"
+        if not model_path.exists():
+            model_path = C.MODEL_DIR / f"slices_classic{'_quick' if args.quick else ''}.keras"
+        if model_path.exists():
+            out["precision_check"] = precision_check(model_path, args.quick, precision, "xla" in pred_name)
+        else:
+            out["precision_check"] = f"no trained model in {C.MODEL_DIR}: run accuracy.py first"
+    for key in ("train_images_per_s_classic", "train_images_per_s_project", "train_ratio",
+                "predict_images_per_s_classic", "predict_images_per_s_project", "predict_ratio",
+                "matmul_gflops", "fraction_of_peak", "project_train_path", "project_predict_path",
+                "precision_check"):
+        if key in out:
+            print(f"{key}: {out[key]}", flush=True)
+    C.write_json(out_path, out)
+    print(f"wrote {out_path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

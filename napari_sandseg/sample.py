@@ -27,6 +27,7 @@ from scipy import ndimage as ndi
 
 from . import io
 from .classmap import SANDSTONE_NAMES, ClassMap
+from .errors import ConfigError
 from .metrics import evaluate
 
 PathLike = Union[str, Path]
@@ -155,8 +156,6 @@ def write_sample(
 
 
 def _check_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    from .errors import ConfigError
-
     if len(shape) != 3 or any(int(s) < 8 for s in shape):
         raise ConfigError(f"shape must be (Z, Y, X) with every side >= 8, got {tuple(shape)}")
     return tuple(int(s) for s in shape)  # type: ignore[return-value]

@@ -10,7 +10,7 @@ import pytest
 
 from napari_sandseg import io
 from napari_sandseg.errors import ConfigError, OutputError
-from napari_sandseg.metrics import format_table
+from napari_sandseg.metrics import evaluate, format_table
 from napari_sandseg.sample import make_sandstone, threshold_baseline, write_sample
 
 # The best global thresholds score ~0.63 mean IoU on seed 0 (64 x 128 x 128 and the default
@@ -89,8 +89,6 @@ def test_threshold_baseline_is_optimal_against_brute_force() -> None:
     labels = rng.integers(0, 3, size=(2, 30, 30)).astype(np.uint8)
     image = np.clip(labels * 40 + rng.normal(0, 30, labels.shape) + 60, 0, 255).astype(np.uint8)
     report = threshold_baseline(image, labels)
-    from napari_sandseg.metrics import evaluate
-
     best = 0.0
     grid = range(0, 257, 4)
     for t1 in grid:

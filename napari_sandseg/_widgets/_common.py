@@ -139,6 +139,7 @@ class SandsegWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.state: SessionState = session_for(napari_viewer)
+        self.state.acquire()
         self.job: Job | None = None
         self.setLayout(QVBoxLayout())
         # destroyed fires during C++ destruction: the closure must not touch `self` as a QWidget.
@@ -180,6 +181,6 @@ def _shutdown(holder: dict[str, Any]) -> None:
     job = holder.get("job")
     if job is not None and job.running:
         job.shutdown()
-    state = holder.get("state")
+    state = holder.pop("state", None)  # once: shutdown() and destruction may both come here
     if state is not None:
-        state.flush_autosaves()
+        state.release()

@@ -27,6 +27,7 @@ from .._layers import CLASS_MAP_KEY, layer_source
 from ..autosave import AutosaveWriter, EditSnapshot, autosave_dir
 from ..classmap import ClassMap
 from ._edits import slices_from_paint
+from ._engine import EngineProcess
 
 #: Environment variable that moves the session folder (files saved for command lines).
 ENV_SESSION_DIR = "SANDSEG_SESSION_DIR"
@@ -59,11 +60,10 @@ class TrainingData:
 
 @dataclass
 class ModelState:
-    """The current model and where it lives on disk."""
+    """The current model: its sidecar info and its file (the model itself lives in the engine process)."""
 
-    model: Any
     info: Any
-    path: Path | None
+    path: Path
     label: str = ""
 
 
@@ -95,6 +95,8 @@ class SessionState(QObject):
         self.training: TrainingData | None = None
         self.folder = session_dir()
         self.autosave = AutosaveWriter(autosave_dir())
+        self.engine = EngineProcess()
+        self._owners = 0  # live widgets; the engine process ends with the last one
         self._edits: dict[str, LayerEdits] = {}  # keyed by layer.unique_id
         self._autosave_due: set[str] = set()
         self._timer = QTimer(self)
@@ -107,9 +109,9 @@ class SessionState(QObject):
 
     # ------------------------------------------------------------------ model
 
-    def set_model(self, model: Any, info: Any, path: Path | None, label: str = "") -> None:
-        """Make ``model`` the current one and tell the widgets."""
-        self.model = ModelState(model, info, Path(path) if path else None, label or (Path(path).name if path else "model"))
+    def set_model(self, info: Any, path: Path, label: str = "") -> None:
+        """Make the model saved at ``path`` the current one and tell the widgets."""
+        self.model = ModelState(info, Path(path), label or Path(path).name)
         self.model_changed.emit()
 
     def ensure_folder(self) -> Path:
@@ -175,6 +177,17 @@ class SessionState(QObject):
                     source=str(source) if source else None,
                 )
             )
+
+    def acquire(self) -> None:
+        """A widget starts using this state."""
+        self._owners += 1
+
+    def release(self) -> None:
+        """A widget is gone: write pending autosaves; the last one also ends the engine process."""
+        self._owners -= 1
+        self.flush_autosaves()
+        if self._owners <= 0:
+            self.engine.shutdown()
 
     def flush_autosaves(self) -> None:
         """Write pending autosaves now and wait for them (tests, closing)."""

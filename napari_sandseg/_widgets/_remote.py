@@ -1,0 +1,125 @@
+"""Engine calls as they run inside the engine process (no Qt, no napari here).
+
+:mod:`._engine` runs these in a child process so TensorFlow never shares napari's
+interpreter: TensorFlow's C++ calls (importing it, building, tracing and compiling a model)
+hold the GIL for up to a second at a time, which would freeze the viewer if they ran on a
+thread. Each call is a generator; what it yields is sent to napari as it happens, and its
+return value must pickle (so models stay in this process, cached by path).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+import numpy as np
+
+# Set by `init` in the engine process: the queue progress goes to and the shared cancel flag.
+_CHANNEL: dict[str, Any] = {}
+# Models loaded or trained in this process, by path: loading costs seconds, keep them.
+_MODELS: dict[str, tuple[Any, Any, float]] = {}
+#: Sent after a job's last item (through the same queue, so it arrives after all of them).
+DONE = "__sandseg_job_done__"
+
+
+@dataclass
+class TrainSummary:
+    """The picklable part of a :class:`napari_sandseg.events.TrainResult`."""
+
+    info: Any
+    path: Path
+    history: dict[str, list[float]]
+    cancelled: bool
+    best_epoch: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def init(events: Any, cancel: Any) -> None:
+    """Process initializer: remember the progress queue and the cancel event.
+
+    The engine process also lowers its own scheduling priority: on a machine with few cores
+    TensorFlow's threads would otherwise take the CPU from napari's event loop.
+    """
+    if hasattr(os, "nice"):
+        os.nice(10)
+    _CHANNEL["events"] = events
+    _CHANNEL["cancel"] = cancel
+
+
+def run(job_id: int, name: str, args: tuple, kwargs: dict) -> Any:
+    """Run the generator ``JOBS[name]``; send ``(job_id, item)`` per yield; return its value."""
+    events, cancel = _CHANNEL["events"], _CHANNEL["cancel"]
+    try:
+        gen = JOBS[name](*args, cancel=cancel, **kwargs)
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            events.put((job_id, item))
+    finally:
+        events.put((job_id, DONE))
+
+
+def _model(path: Path) -> tuple[Any, Any]:
+    """The model at ``path``, loaded once per file version."""
+    from ..model import load_model
+
+    key, mtime = str(Path(path).resolve()), Path(path).stat().st_mtime
+    cached = _MODELS.get(key)
+    if cached is None or cached[2] != mtime:
+        model, info = load_model(path)
+        _MODELS[key] = (model, info, mtime)
+    return _MODELS[key][0], _MODELS[key][1]
+
+
+def device_job(cancel: Any) -> Generator[str, None, str]:
+    """Enable GPU memory growth and mixed precision, describe the device."""
+    from .._tf import configure_gpu, describe_device
+
+    yield "importing TensorFlow"
+    configure_gpu()
+    return describe_device()
+
+
+def train_job(images: np.ndarray, targets: np.ndarray, class_map: Any, config: Any, out_path: Path,
+              init_model: Path | None, cancel: Any) -> Generator[Any, None, TrainSummary]:
+    """The engine's training generator; the trained model stays cached here under its path."""
+    from .._tf import configure_gpu
+    from ..train import train
+
+    configure_gpu()
+    result = yield from train(images, targets, class_map, config, out_path, init_model=init_model, cancel=cancel)
+    path = Path(result.path)
+    _MODELS[str(path.resolve())] = (result.model, result.info, path.stat().st_mtime)
+    return TrainSummary(result.info, path, result.history, result.cancelled, result.best_epoch, list(result.info.notes))
+
+
+def load_job(path: Path, cancel: Any) -> Generator[str, None, Any]:
+    """Load (and cache) a model file; returns its :class:`ModelInfo`."""
+    yield f"loading {path}"
+    return _model(path)[1]
+
+
+def predict_job(model_path: Path, volume: np.ndarray, batch_size: int, probabilities: bool, uncertainty: bool,
+                cancel: Any) -> Generator[tuple, None, int]:
+    """Predict slab by slab, yielding ``(z0, z1, labels, probs, unc)``; returns the slice count."""
+    from ..model import check_compatible
+    from ..predict import iter_predict
+
+    model, info = _model(model_path)
+    check_compatible(info, volume)
+    for z0, z1, lab, p, u in iter_predict(model, volume, info, batch_size=batch_size, probabilities=probabilities,
+                                          uncertainty=uncertainty, cancel=cancel):
+        yield z0, z1, lab, p, u
+    return volume.shape[0]
+
+
+JOBS: dict[str, Callable[..., Generator]] = {
+    "device": device_job,
+    "train": train_job,
+    "load": load_job,
+    "predict": predict_job,
+}

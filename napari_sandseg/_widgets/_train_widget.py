@@ -1,0 +1,318 @@
+"""Train widget: settings, Train/Cancel, progress, live loss curves, device, save/load model."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generator
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+)
+
+from .._layers import class_map_from_metadata, default_class_map, dense_ids, labels_layer_data
+from ..classmap import ClassMap
+from ..errors import SandsegError
+from ._engine import EngineProcess
+from ._common import CommandBox, LayerPicker, SandsegWidget
+from ._files import LayerSnapshot, image_file, labels_file, snapshot_layer
+from ._model_io import ask_open_model, ask_save_model, load_model_job, save_model_job
+from ._plots import LinePlot
+from ._state import TrainingData
+from ._workers import Job
+
+
+@dataclass
+class TrainOutcome:
+    """A finished training run and the files its command line names."""
+
+    result: Any
+    images_file: Path
+    masks_file: Path
+
+
+def device_job(engine: EngineProcess, cancel: threading.Event) -> Generator[str, None, str]:
+    """Worker: start the engine process; it configures the GPU and describes the device."""
+    return (yield from engine.run("device", cancel=cancel))
+
+
+def train_job(engine: EngineProcess, image: LayerSnapshot, labels: LayerSnapshot, targets: np.ndarray,
+              class_map: ClassMap, config: Any, out_path: Path, folder: Path, init_model: Path | None,
+              cancel: threading.Event) -> Generator[Any, None, TrainOutcome]:
+    """Worker: run the engine's training in the engine process, then write the command's files."""
+    summary = yield from engine.run("train", image.data, targets, class_map, config, out_path, init_model, cancel=cancel)
+    images_file = image_file(image, folder)
+    # Dense labels are written with their original values; sparse ones as painted (0 = unpainted).
+    masks_file = labels_file(labels, folder, None if config.sparse else targets)
+    return TrainOutcome(summary, images_file, masks_file)
+
+
+def train_command(config: Any, images: Path, masks: Path, out: Path) -> list[Any]:
+    """The ``sandseg train`` arguments equivalent to a run of the widget."""
+    args: list[Any] = [
+        "sandseg", "train", "--images", images, "--masks", masks, "--out", out,
+        "--backbone", config.backbone, "--epochs", config.epochs, "--batch-size", config.batch_size,
+        "--patience", config.patience, "--learning-rate", config.learning_rate,
+        "--val-fraction", config.val_fraction, "--test-fraction", config.test_fraction, "--seed", config.seed,
+        "--augment" if config.augment else "--no-augment",
+    ]
+    if config.sparse:
+        args.append("--sparse")
+    return args
+
+
+class TrainWidget(SandsegWidget):
+    """Train a UNet on an image layer and a (dense or painted) Labels layer."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(napari_viewer)
+        from ..config import TrainConfig
+        from ..model import SUPPORTED_BACKBONES
+
+        defaults = TrainConfig()
+        self._run = 0
+        self._busy = False
+        self._device_job: Job | None = None
+        self.image_picker = LayerPicker(napari_viewer, Image)
+        self.labels_picker = LayerPicker(
+            napari_viewer, Labels, prefer=lambda n: any(w in n.lower() for w in ("mask", "truth", "label"))
+        )
+        self.backbone = QComboBox()
+        self.backbone.addItems(list(SUPPORTED_BACKBONES))
+        self.backbone.setCurrentText(defaults.backbone)
+        self.epochs = _spin(1, 10_000, defaults.epochs)
+        self.batch_size = _spin(1, 1024, defaults.batch_size)
+        self.patience = _spin(0, 1000, defaults.patience)
+        self.patience.setToolTip("stop after this many epochs without a better validation loss (0 = never)")
+        self.val_fraction = QDoubleSpinBox()
+        self.val_fraction.setRange(0.01, 0.9)
+        self.val_fraction.setSingleStep(0.05)
+        self.val_fraction.setValue(defaults.val_fraction)
+        self.learning_rate = QDoubleSpinBox()
+        self.learning_rate.setDecimals(6)
+        self.learning_rate.setRange(1e-6, 1.0)
+        self.learning_rate.setSingleStep(1e-4)
+        self.learning_rate.setValue(defaults.learning_rate)
+        self.augment = QCheckBox("augmentation (flips, 90° rotations)")
+        self.augment.setChecked(defaults.augment)
+        self.sparse = QCheckBox("train only on painted pixels (unpainted = 0 is ignored)")
+        self.sparse.setChecked(defaults.sparse)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_picker)
+        form.addRow("Labels", self.labels_picker)
+        form.addRow("Backbone", self.backbone)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("Patience", self.patience)
+        form.addRow("Validation fraction", self.val_fraction)
+        form.addRow("Learning rate", self.learning_rate)
+        form.addRow(self.augment)
+        form.addRow(self.sparse)
+
+        self.train_button = QPushButton("Train")
+        self.train_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("stop at the next batch and keep the best weights")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.cancel_button)
+        self.epoch_bar = QProgressBar()
+        self.epoch_bar.setFormat("epoch %v / %m")
+        self.batch_bar = QProgressBar()
+        self.batch_bar.setFormat("batch %v / %m")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.plot = LinePlot("loss", "epoch", "loss")
+        self.device = QLabel("Device: detected when first shown")
+        self.model_label = QLabel("Model: none")
+        self.model_label.setWordWrap(True)
+        self.save_button = QPushButton("Save model...")
+        self.save_button.clicked.connect(self.save_model)
+        self.load_button = QPushButton("Load model...")
+        self.load_button.clicked.connect(self.load_model)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.save_button)
+        model_row.addWidget(self.load_button)
+        self.command = CommandBox()
+
+        layout = self.layout()
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.epoch_bar)
+        layout.addWidget(self.batch_bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.device)
+        layout.addWidget(self.model_label)
+        layout.addLayout(model_row)
+        layout.addWidget(self.command)
+        self.state.model_changed.connect(self._show_model)
+        self._show_model()
+        self._reset_curves()
+
+    # ------------------------------------------------------------------ device
+
+    def showEvent(self, event: Any) -> None:  # noqa: D102
+        super().showEvent(event)
+        self.detect_device()
+
+    def detect_device(self) -> None:
+        """Find the device on a worker (importing TensorFlow takes seconds), once."""
+        if self._device_job is not None:
+            return
+        self.device.setText("Device: detecting...")
+        self._device_job = Job(
+            device_job, self.state.engine, on_return=lambda text: self.device.setText(f"Device: {text}")
+        ).start()
+
+    # ------------------------------------------------------------------ training
+
+    def config(self) -> Any:
+        """The :class:`TrainConfig` the controls describe."""
+        from ..config import TrainConfig
+
+        return TrainConfig(
+            backbone=self.backbone.currentText(), epochs=self.epochs.value(), batch_size=self.batch_size.value(),
+            learning_rate=self.learning_rate.value(), patience=self.patience.value(),
+            val_fraction=round(self.val_fraction.value(), 4),
+            # The widget trains on everything the user labelled; test the model with Evaluate.
+            test_fraction=0.0, augment=self.augment.isChecked(), sparse=self.sparse.isChecked(),
+        )
+
+    def start(self) -> None:
+        """Check the inputs and start training in a worker."""
+        image, labels = self.image_picker.layer(), self.labels_picker.layer()
+        if image is None or labels is None:
+            show_error("Train needs an image layer and a labels layer")
+            return
+        try:
+            config = self.config()
+            config.validate()
+            class_map = class_map_from_metadata(labels.metadata) or default_class_map(labels.data)
+            layer_values = np.asarray(labels.data)
+            targets = layer_values if config.sparse else dense_ids(layer_values, labels.name)
+        except SandsegError as exc:
+            show_error(str(exc))
+            return
+        self._run += 1
+        out_path = self.state.ensure_folder() / f"model-{self._run}.keras"
+        image_snap = snapshot_layer(image, self.state)
+        labels_snap = snapshot_layer(labels, self.state, class_map)
+        self._pending = (image_snap, labels_snap, targets, class_map, config)
+        self._reset_curves()
+        self.status.setText(f"starting: {config.backbone}, up to {config.epochs} epochs ...")
+        self.run_job(
+            train_job, self.state.engine, image_snap, labels_snap, targets, class_map, config, out_path,
+            self.state.folder, None, on_yield=self._on_event, on_return=self._on_trained,
+        )
+
+    def set_busy(self, busy: bool) -> None:  # noqa: D102
+        self._busy = busy
+        for w in (self.train_button, self.load_button):
+            w.setEnabled(not busy)
+        self.save_button.setEnabled(not busy and self.state.model is not None)
+        self.cancel_button.setEnabled(busy)
+
+    def _reset_curves(self) -> None:
+        self._batch_x: list[float] = []
+        self._batch_loss: list[float] = []
+        self._epoch_x: list[float] = []
+        self._epoch_loss: list[float] = []
+        self._epoch_val: list[float] = []
+        self.plot.clear()
+
+    def _on_event(self, ev: Any) -> None:
+        """Main thread: one TrainEvent -> progress bars, curves, status."""
+        if ev.kind == "start":
+            self.epoch_bar.setRange(0, ev.epochs)
+            self.epoch_bar.setValue(0)
+            self.batch_bar.setRange(0, max(ev.batches, 1))
+            self.batch_bar.setValue(0)
+            self.status.setText(ev.message)
+        elif ev.kind == "batch":
+            self.batch_bar.setValue(ev.batch + 1)
+            self.epoch_bar.setValue(ev.epoch)
+            if ev.loss is not None:
+                self._batch_x.append(ev.epoch + (ev.batch + 1) / max(ev.batches, 1))
+                self._batch_loss.append(ev.loss)
+                self.plot.set_series("train (batch)", self._batch_x, self._batch_loss, "#9db4c8")
+        elif ev.kind == "epoch":
+            self.epoch_bar.setValue(ev.epoch + 1)
+            self._epoch_x.append(ev.epoch + 1)
+            self._epoch_loss.append(ev.loss if ev.loss is not None else np.nan)
+            self._epoch_val.append(ev.val_loss if ev.val_loss is not None else np.nan)
+            self.plot.set_series("train", self._epoch_x, self._epoch_loss, "#3c9be8", points=True)
+            self.plot.set_series("validation", self._epoch_x, self._epoch_val, "#f08c28", points=True)
+            self.status.setText(ev.message or f"epoch {ev.epoch + 1}/{ev.epochs}: loss {ev.loss:.4f}")
+        elif ev.kind == "done":
+            self.status.setText(ev.message)
+
+    def _on_trained(self, outcome: TrainOutcome) -> None:
+        """Main thread: make the trained model current and show the command line."""
+        result = outcome.result
+        image_snap, labels_snap, targets, class_map, config = self._pending
+        state = "cancelled; best weights kept" if result.cancelled else "done"
+        self.state.set_model(result.info, result.path)
+        # Targets are kept in the Labels-layer convention (0 = unpainted) for fine-tuning.
+        kept = targets if config.sparse else labels_layer_data(targets)
+        self.state.training = TrainingData(
+            image_snap.data, kept, class_map, config, image_snap.name, labels_snap.name,
+            outcome.images_file, outcome.masks_file,
+        )
+        self.command.set_command(train_command(config, outcome.images_file, outcome.masks_file, result.path))
+        epochs = len(result.history.get("loss", []))
+        self.status.setText(f"Training {state}: {epochs} epoch(s); model {result.path}")
+        show_info(f"training {state}: model written to {result.path}")
+
+    # ------------------------------------------------------------------ model files
+
+    def _show_model(self) -> None:
+        m = self.state.model
+        self.model_label.setText(f"Model: {m.label} ({m.info.backbone}, {m.info.n_classes} classes)" if m else "Model: none")
+        self.save_button.setEnabled(m is not None and not self._busy)
+
+    def save_model(self, path: str | Path | None = None) -> None:
+        """Save the current model (asks where when ``path`` is not given)."""
+        m = self.state.model
+        if m is None:
+            show_error("no model to save yet: train or load one first")
+            return
+        path = path or ask_save_model(self, str(self.state.folder / "model.keras"))
+        if not path:
+            return
+        self.run_job(save_model_job, m.path, Path(path), on_return=self._saved)
+
+    def _saved(self, path: Path) -> None:
+        self.state.model.path = Path(path)
+        self.state.model.label = Path(path).name
+        self._show_model()
+        show_info(f"model saved to {path}")
+
+    def load_model(self, path: str | Path | None = None) -> None:
+        """Load a model file and make it current (asks which when ``path`` is not given)."""
+        path = path or ask_open_model(self, str(self.state.folder))
+        if not path:
+            return
+        self.run_job(load_model_job, self.state.engine, Path(path), on_return=lambda r: self.state.set_model(*r))
+
+
+def _spin(lo: int, hi: int, value: int) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setValue(value)
+    return box

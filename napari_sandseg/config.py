@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .data import SIZE_MULTIPLE, split_advice, split_counts
+from .distribute import STRATEGIES
 from .errors import ConfigError
 from .losses import LOSSES
 from .model import SUPPORTED_BACKBONES
@@ -64,6 +65,13 @@ class TrainConfig:
         Run the training step op by op instead of as a traced graph: slower per step, but no
         graph-tracing start-up (~15 s on CPU), so quicker for a handful of steps (debugging,
         tiny sparse annotations, tests).
+    strategy : {"auto", "default", "mirrored", "multiworker"}
+        How training is distributed (see :mod:`napari_sandseg.distribute`): ``"auto"`` uses
+        every GPU when there are several and the ``TF_CONFIG`` cluster when one is set.
+        ``batch_size`` is the global batch, shared by all replicas.
+    patches_per_epoch : int or None
+        For volumes trained from on-the-fly patches (:mod:`napari_sandseg.patches`): patches
+        drawn per epoch; None = as many as cover the training slices once.
     """
 
     backbone: str = "resnet34"
@@ -83,6 +91,8 @@ class TrainConfig:
     lr_schedule: str = "constant"
     jit_compile: bool = False
     run_eagerly: bool = False
+    strategy: str = "auto"
+    patches_per_epoch: int | None = None
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
@@ -175,6 +185,10 @@ class TrainConfig:
                 )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"lr_schedule={self.lr_schedule!r} is not supported; choose one of {list(LR_SCHEDULES)}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy={self.strategy!r} is not supported; choose one of {list(STRATEGIES)}")
+        if self.patches_per_epoch is not None:
+            _check_int("patches_per_epoch", self.patches_per_epoch, 1)
         for name in ("augment", "sparse", "jit_compile", "run_eagerly"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")

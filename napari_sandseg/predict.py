@@ -203,13 +203,13 @@ def predict_file(
     images_path: str | os.PathLike,
     out_path: str | os.PathLike,
     probabilities_path: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    progress: Progress | None = None,
     *,
     uncertainty_path: str | os.PathLike | None = None,
-    batch_size: int = 8,
     tta: bool = False,
-    overwrite: bool = False,
     cancel: threading.Event | None = None,
-    progress: Progress | None = None,
 ) -> Path:
     """Segment a TIFF stack into a TIFF label stack, streamed slab by slab.
 
@@ -261,9 +261,12 @@ def predict_file(
         if p.exists() and not overwrite:
             raise OutputError(f"{p} already exists; pass overwrite=True to replace it")
 
+    volume = read_volume_lazy(images_path)  # a bad image file fails before the slow model load
     model, info = load_model(model_path)
-    volume = read_volume_lazy(images_path)
-    check_compatible(info, volume)
+    try:
+        check_compatible(info, volume)
+    except InputError as exc:
+        raise InputError(f"{Path(images_path).name}: {exc}") from None
     z, h, w = volume.shape
     k = info.n_classes
     label_dtype = info.class_map.decode(np.zeros(1, np.uint8)).dtype

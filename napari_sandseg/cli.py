@@ -11,11 +11,12 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import ConfigError, OutputError, SandsegError
+from .errors import ConfigError, OutputError, SandsegError, SandsegWarning
 
 EXIT_USAGE = 2
 
@@ -106,7 +107,7 @@ def check_output(path: Path, overwrite: bool) -> None:
     if not parent.is_dir():
         raise OutputError(f"{path}: folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
-        raise OutputError(f"{path}: folder {parent} is not writable")
+        raise OutputError(f"{path}: folder {parent} is not writable; choose a folder you can write to")
 
 
 def _train_config(args: argparse.Namespace):
@@ -157,6 +158,28 @@ def _run_training(images, targets, class_map, config, out: Path, init_model: Pat
     return result
 
 
+def _to_model_classes(targets, class_map, model_map, args: argparse.Namespace, sparse: bool):
+    """Re-express mask targets in the classes of the model being fine-tuned.
+
+    A mask may hold a subset of the model's classes (corrections often show only some
+    phases); a value the model does not know is refused, naming it and the valid values.
+    """
+    import numpy as np
+
+    from .errors import InputError
+
+    extra = sorted(set(class_map.values) - set(model_map.values))
+    if extra:
+        raise InputError(
+            f"{args.masks}: values {extra} are not classes of the model {args.init_model} "
+            f"(its classes are {list(model_map.values)}); a mask for fine-tuning may only hold those values"
+        )
+    lut = np.searchsorted(np.asarray(model_map.values), np.asarray(class_map.values))
+    if sparse:  # layer convention: 0 = unpainted, k = class id k-1
+        lut = np.concatenate([[-1], lut]) + 1
+    return lut[targets].astype(targets.dtype if lut.max() <= np.iinfo(targets.dtype).max else np.uint16), model_map
+
+
 def _read_sparse_mask(path: Path):
     """A mask file whose 0 means "not annotated", as Labels-layer targets (0 = unpainted, k = id k-1)."""
     import numpy as np
@@ -187,7 +210,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--slices must be >= 1 and --size >= 8, got {args.slices} and {args.size}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder")
+        raise OutputError(f"{out}: exists and is not a folder; --out takes a folder for images.tif and masks.tif")
     out.mkdir(parents=True, exist_ok=True)
     for name in ("images.tif", "masks.tif"):
         check_output(out / name, args.overwrite)
@@ -198,17 +221,39 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train or fine-tune a model and print its held-out figures."""
+    import numpy as np
+
+    from .errors import InputError
     from .io import check_pair, read_mask, read_volume
     from .metrics import format_table
 
     config = _train_config(args)
+    if Path(args.out).suffix != ".keras":
+        raise OutputError(f"{args.out}: a model file must end in .keras (its .json sidecar is written beside it)")
     check_output(args.out, args.overwrite)
+    model_map = None
+    if args.init_model is not None:
+        from .model import read_info
+
+        model_map = read_info(args.init_model).class_map  # fails fast, before reading big volumes
     images = read_volume(args.images)
     if config.sparse:
         targets, class_map = _read_sparse_mask(args.masks)
     else:
         targets, class_map = read_mask(args.masks)
     check_pair(images, targets, str(args.images), str(args.masks))
+    if model_map is not None:
+        targets, class_map = _to_model_classes(targets, class_map, model_map, args, sparse=config.sparse)
+    elif class_map.n_classes < 2:
+        raise InputError(
+            f"{args.masks}: holds only one class (value {class_map.values[0]}); training needs masks "
+            "with at least two classes (e.g. 0..3 for pore/clay/quartz/bright mineral)"
+        )
+    n_annotated = int(np.count_nonzero(targets.reshape(len(targets), -1).any(axis=1))) if config.sparse else len(targets)
+    try:
+        config.validate(n_slices=n_annotated, slice_shape=images.shape[1:])
+    except ConfigError as exc:
+        raise ConfigError(f"{args.masks}: {exc}") from exc
     result = _run_training(images, targets, class_map, config, args.out, args.init_model)
     state = "cancelled" if result.cancelled else "done"
     print(f"training {state}: {len(result.history.get('loss', []))} epochs; model written to {result.path}")
@@ -329,6 +374,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings as one ``sandseg: warning:`` line; others as Python prints them."""
+    if issubclass(category, SandsegWarning):
+        sys.stderr.write(f"sandseg: warning: {message}\n")
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sandseg``; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -337,7 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("train", "predict", "demo"):
         tf()  # import now, quietly, before keras can import it with its native log noise
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return COMMANDS[args.command](args)
     except SandsegError as exc:
         sys.stderr.write(f"sandseg: error: {exc}\n")
         return EXIT_USAGE

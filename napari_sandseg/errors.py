@@ -31,3 +31,7 @@ class OutputError(SandsegError):
 
 class Cancelled(SandsegError):
     """Work stopped because the user asked for it."""
+
+
+class SandsegWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it as one line)."""

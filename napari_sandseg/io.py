@@ -11,8 +11,10 @@ half-written file where the user's result (or their previous result) should be.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import re
 import secrets
 import struct
 from pathlib import Path
@@ -453,7 +455,7 @@ def atomic_write(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"{target}: could not write the file ({exc.strerror or exc}); nothing was changed") from exc
+        raise OutputError(f"{target}: {write_failure(exc)}; nothing was changed") from exc
     except BaseException:
         # Any other failure (a bug, Ctrl-C) must not leave a temp file behind either.
         tmp.unlink(missing_ok=True)
@@ -550,6 +552,30 @@ def write_labels(
     return write_volume(path, class_map.decode(ids), overwrite=overwrite, compression=compression)
 
 
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
+def write_failure(exc: OSError) -> str:
+    """Say in words why a write failed, and what to do: disk full and size limits by name."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"the disk is full ({exc.strerror or exc}); free some space or write to another disk"
+    if exc.errno == errno.EFBIG:
+        return (
+            f"the file is larger than this file system or your file-size limit allows "
+            f"({exc.strerror or exc}); write to another disk or raise the limit"
+        )
+    if exc.errno is None and _SHORT_WRITE.search(str(exc)):
+        # numpy's tofile (used by tifffile for big arrays) reports a short write without an
+        # errno; on a local disk that means no space left or a file-size limit reached.
+        return (
+            f"the disk is full or a file-size limit was reached ({exc} bytes); "
+            "free some space or write to another disk"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"not allowed to write here ({exc.strerror or exc}); choose a writable folder"
+    return f"could not write the file ({exc.strerror or exc})"
+
+
 def _check_target(target: Path, overwrite: bool) -> None:
     """Refuse destinations that cannot or must not be written, before any work is done."""
     if target.is_dir():
@@ -570,10 +596,7 @@ def _create_temp(target: Path) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise OutputError(
-                f"{target}: cannot write in {target.parent} ({exc.strerror or exc}); "
-                "choose a writable folder"
-            ) from exc
+            raise OutputError(f"{target}: cannot write in {target.parent}: {write_failure(exc)}") from exc
         os.close(fd)
         return tmp
     raise OutputError(f"{target}: could not create a temp file in {target.parent}")

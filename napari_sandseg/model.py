@@ -21,7 +21,7 @@ import numpy as np
 
 from .classmap import ClassMap
 from .data import Normalization
-from .errors import ConfigError, InputError, ModelError, OutputError
+from .errors import ConfigError, InputError, ModelError, OutputError, SandsegWarning
 
 #: Encoders that build, train, save and reload in Keras safe mode with segmentation-models
 #: 1.0.1 on Keras 3 (checked one by one; the se-resnets/resnexts use Lambda layers and the
@@ -310,8 +310,10 @@ def save_model(model, path: str | os.PathLike, info: ModelInfo, overwrite: bool 
             os.fsync(fh.fileno())
         os.replace(tmp_model, path)
         os.replace(tmp_side, sidecar_path(path))
-    except PermissionError as exc:
-        raise OutputError(f"cannot write {path}: {exc}") from exc
+    except OSError as exc:  # permission, disk full, file-size limit: the previous pair is kept
+        from .io import write_failure
+
+        raise OutputError(f"{path}: {write_failure(exc)}; the previous model file, if any, is unchanged") from exc
     finally:
         for tmp in (tmp_model, tmp_side):
             if tmp.exists():
@@ -341,10 +343,7 @@ def load_model(path: str | os.PathLike):
         it could run arbitrary code), or a sidecar that does not describe the model.
     """
     path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model file not found: {path}")
-    if path.is_dir() or not zipfile.is_zipfile(path):
-        raise ModelError(f"{path} is not a valid .keras model file (corrupt, truncated or another format)")
+    _check_model_file(path)
     info, recorded_sha = _read_sidecar(path)
     model = _load_keras(path, info)
     n_out = output_classes(model)
@@ -356,16 +355,41 @@ def load_model(path: str | os.PathLike):
     if info.class_map.n_classes != info.n_classes:
         raise ModelError(
             f"{sidecar_path(path).name}: class map has {info.class_map.n_classes} classes but "
-            f"n_classes={info.n_classes}"
+            f"n_classes={info.n_classes}; the sidecar does not belong to {path.name}: keep each .keras "
+            "file with the .json written with it"
         )
     if recorded_sha and recorded_sha != _sha256(path):
         note = (
             f"{sidecar_path(path).name} was written for a different version of {path.name} "
             "(interrupted save?); history and metrics may be out of date"
         )
-        warnings.warn(note, stacklevel=2)
+        warnings.warn(note, SandsegWarning, stacklevel=2)
         info.notes.append(note)
     return model, info
+
+
+def read_info(path: str | os.PathLike) -> ModelInfo:
+    """The sidecar of a model file, checked like :func:`load_model` does but without loading
+    the model (no TensorFlow): for checks that should fail fast, before any slow work.
+
+    Raises
+    ------
+    ModelError
+        Missing or corrupt model file or sidecar.
+    """
+    path = Path(path)
+    _check_model_file(path)
+    return _read_sidecar(path)[0]
+
+
+def _check_model_file(path: Path) -> None:
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}; expected a .keras file written by napari-sandseg")
+    if path.is_dir() or not zipfile.is_zipfile(path):
+        raise ModelError(
+            f"{path} is not a valid .keras model file (corrupt, truncated or another format); "
+            "expected a .keras file written by napari-sandseg, with its .json sidecar beside it"
+        )
 
 
 def _read_sidecar(path: Path) -> tuple[ModelInfo, str | None]:

@@ -30,13 +30,14 @@ def open_viewer(show: bool = True) -> Any:
     images, masks = bundled_sample_paths()
     viewer.open(images, plugin=PLUGIN)
     viewer.open(masks, plugin=PLUGIN)
-    first = None
-    for name in WIDGETS:
-        dock, _widget = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=True)
-        first = first or dock
-    if first is not None:
-        first.raise_()  # Train is the first step
+    docks = dock_widgets(viewer)
+    docks[WIDGETS[0]][0].raise_()  # Train is the first step
     return viewer
+
+
+def dock_widgets(viewer: Any) -> dict[str, tuple[Any, Any]]:
+    """Dock every sandseg widget, tabbed on the right; returns ``{name: (dock, widget)}``."""
+    return {name: viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=True) for name in WIDGETS}
 
 
 def main() -> None:

@@ -67,7 +67,7 @@ def merge_corrections(image: np.ndarray, corrections: np.ndarray, slices: list[i
     if same_image:
         targets = np.array(training.targets, copy=True)
         targets[slices] = own_targets
-        return FineTuneData(training.images, targets, len(slices), training.images.shape[0])
+        return FineTuneData(training.images, targets, len(slices), training.images.shape[0] - len(slices))
     if training.images.shape[1:] != image.shape[1:]:
         return FineTuneData(own_images, own_targets, len(slices), 0)
     return FineTuneData(

@@ -185,11 +185,14 @@ class EvaluateWidget(SandsegWidget):
         cm = r["confusion_matrix"]
         self.confusion.setRowCount(k)
         self.confusion.setColumnCount(k)
-        self.confusion.setHorizontalHeaderLabels(r["class_names"])
+        # Columns by class value (short); rows by name. Full names are in the tooltips.
+        self.confusion.setHorizontalHeaderLabels([str(v) for v in r["class_values"]])
         self.confusion.setVerticalHeaderLabels(r["class_names"])
         for i in range(k):
             for j in range(k):
-                self.confusion.setItem(i, j, QTableWidgetItem(f"{int(cm[i, j]):,}"))
+                item = QTableWidgetItem(f"{int(cm[i, j]):,}")
+                item.setToolTip(f"truth {r['class_names'][i]}, predicted {r['class_names'][j]}")
+                self.confusion.setItem(i, j, item)
         self.confusion.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.confusion.setFixedHeight(self.confusion.horizontalHeader().height() + 4 + sum(self.confusion.rowHeight(i) for i in range(k)))
         per_slice = np.asarray(r["per_slice_iou"], float)

@@ -78,7 +78,8 @@ def show_segmentation(viewer: Any, seg: Segmentation, state: Any, keep: dict[int
     full = seg.full_shape or seg.labels.shape
     kwargs = labels_layer_kwargs(seg.class_map, segmentation_name(seg.image_name))
     name = kwargs.pop("name")
-    layer = _put(viewer, name, labels_layer_data(seg.labels), seg.z_start, full, "labels", kwargs)
+    # Half transparent, so the grey values under a class boundary stay visible while correcting.
+    layer = _put(viewer, name, labels_layer_data(seg.labels), seg.z_start, full, "labels", {**kwargs, "opacity": 0.5})
     layer.colormap = kwargs["colormap"]
     layer.metadata.pop(SOURCE_KEY, None)  # no longer what any file holds
     if keep:
@@ -100,4 +101,5 @@ def show_segmentation(viewer: Any, seg: Segmentation, state: Any, keep: dict[int
              {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive", "visible": False})
     # The segmentation stays on top so the probability layers never hide it.
     viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+    viewer.layers.selection.active = layer  # ready for painting corrections
     return layer

@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,9 +126,11 @@ def list_autosaves(directory: Path) -> list[AutosaveRecord]:
         return []
     records = []
     for path in directory.glob("*.npz"):
+        if path.name.startswith("."):
+            continue  # the temp file of a save that was killed midway (the last complete save is kept)
         try:
             records.append(read_header(path))
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             continue  # a foreign or damaged file is not an autosave we can offer
     return sorted(records, key=lambda r: r.saved_at, reverse=True)
 

@@ -35,13 +35,19 @@ print("done", flush=True)
 """
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # renamed into place between listing and looking
+        return 0
+
+
 def _kill_when_temp_grows(proc: subprocess.Popen, folder: Path, timeout: float = 120) -> int:
     """SIGKILL ``proc`` once a temp file in ``folder`` holds data; returns its size then."""
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            temps = [p for p in folder.iterdir() if ".tmp" in p.name]
-            size = max((p.stat().st_size for p in temps), default=0) if temps else 0
+            size = max((_size(p) for p in folder.iterdir() if ".tmp" in p.name), default=0)
             if size > 64 * 1024:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(30)
@@ -103,6 +109,8 @@ def test_autosaved_edits_survive_a_killed_viewer_and_restore(tmp_path: Path) -> 
     finally:
         if proc.poll() is None:
             proc.kill()
+    # what a killed save leaves (a hidden temp file) and a damaged file are both passed over
+    (folder / "damaged__64x512x512.npz").write_bytes(b"PK\x03\x04" + bytes(100))
     record = find_autosave(folder, "masks", (64, 512, 512))
     assert record is not None and record.source == "masks.tif"
     slices, record = load_edits(record.path)

@@ -50,18 +50,18 @@ PROJECT = {
     "learning_rate": 1e-3,
     "lr_schedule": "cosine decay to 0 over all epochs (1 warm-up epoch from lr/10)",
     "loss": "ce_dice",
-    "batch_size": 8,
+    "batch_size": 16,
     "patch_batch_size": 16,
-    "crop_size": 256,
-    "crops_per_epoch": 96,
-    "epochs": 60,
-    "budget_minutes": 25,
+    "crop_size": 128,
+    "crops_per_epoch": 384,
+    "epochs": 50,
+    "budget_minutes": 28,
     "precision": "mixed_bfloat16",
     "normalization": "0.5/99.5 percentiles of the training images (engine Normalization)",
     "val": "best weights by validation mean IoU",
     "augment": "D4 flips/rot90",
     "tta": "D4 (8 flips/rotations averaged)",
-    "input": "random 256x256 crops from whole slices (slices protocol) / the 128x128 patches "
+    "input": "random 128x128 crops from whole slices (slices protocol) / the 128x128 patches "
              "(patches protocol), engine tf.data pipeline",
 }
 

@@ -41,10 +41,30 @@ def napari_get_reader(path: Union[str, list[str]]) -> Callable[[Any], list[Layer
     p = Path(path)
     if p.is_dir():
         has_tiffs = any(f.suffix.lower() in TIFF_SUFFIXES for f in p.iterdir() if f.is_file())
-        return read_layers if has_tiffs else None
+        return read_or_notify if has_tiffs else None
     if p.suffix.lower() in TIFF_SUFFIXES:
-        return read_layers
+        return read_or_notify
     return None
+
+
+#: What a reader returns for "handled, no layers" (napari's null-layer sentinel).
+NO_LAYERS: list = [(None,)]
+
+
+def read_or_notify(path: Union[str, list[str]]) -> list[LayerData]:
+    """:func:`read_layers` for napari: a file we cannot use becomes one error notification.
+
+    Raising would make napari show "Tried opening with napari-sandseg, but failed" in a reader
+    dialog with the traceback behind it; the user only needs our message (file, problem, what
+    is valid). Anything that is not a :class:`SandsegError` is a bug and is raised as usual.
+    """
+    try:
+        return read_layers(path)
+    except SandsegError as exc:
+        from napari.utils.notifications import show_error
+
+        show_error(str(exc))
+        return NO_LAYERS
 
 
 def read_layers(path: Union[str, list[str]]) -> list[LayerData]:

@@ -8,7 +8,7 @@ from typing import Any, Generator
 
 import numpy as np
 from napari.layers import Labels
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPushButton
 
 from .._layers import SOURCE_KEY
@@ -80,13 +80,14 @@ class ExportWidget(SandsegWidget):
         layer = self.picker.layer()
         text = self.path_edit.text().strip()
         if layer is None or not text:
-            from napari.utils.notifications import show_error
-
             show_error("Export needs a Labels layer and a file name")
             return
         path = Path(text).expanduser()
         if path.suffix.lower() not in (".tif", ".tiff"):
             path = path.with_suffix(".tif")
+        if path.is_dir():
+            show_error(f"{path}: is a folder; give a file name such as {path / 'labels.tif'}")
+            return
         overwrite = False
         if path.exists():
             if not self.confirm_overwrite(path):
@@ -94,7 +95,12 @@ class ExportWidget(SandsegWidget):
                 return
             overwrite = True
         if not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file where a folder should be, no permission, ...
+                show_error(f"{path}: cannot create the folder {path.parent} ({exc.strerror or exc}); "
+                           "choose a folder you can write to")
+                return
         name = layer.name
         self.status.setText(f"writing {path} ...")
         self.run_job(

@@ -200,6 +200,13 @@ class TrainWidget(SandsegWidget):
         if image is None or labels is None:
             show_error("Train needs an image layer and a labels layer")
             return
+        if tuple(image.data.shape) != tuple(labels.data.shape):  # found now, not after the engine starts
+            show_error(
+                f"image layer '{image.name}' has shape {tuple(image.data.shape)} but labels layer "
+                f"'{labels.name}' has shape {tuple(labels.data.shape)}; pick an image and labels of the same "
+                "(Z, Y, X) shape"
+            )
+            return
         try:
             config = self.config()
             config.validate()

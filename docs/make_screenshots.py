@@ -15,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 DOCS = Path(__file__).resolve().parent
 
@@ -60,7 +59,7 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_sandseg.launch import WIDGETS, dock_widgets
+    from napari_sandseg.launch import dock_widgets
     from napari_sandseg.bundled import bundled_sample_paths
 
     viewer = napari.Viewer(title="napari-sandseg", show=True)

@@ -31,7 +31,8 @@ from qtpy.QtWidgets import (
 from .._layers import class_map_from_metadata
 from ..autosave import autosave_dir, find_autosave, load_edits
 from ..classmap import ClassMap
-from ..io import write_volume
+from ..io import write_labels, write_volume
+from ._files import write_sparse_mask
 from ._common import CommandBox, LayerPicker, SandsegWidget
 from ._engine import EngineProcess
 from ._results import Segmentation, show_segmentation
@@ -82,9 +83,10 @@ class FineTuneOutcome:
     """Fine-tuned model, the new segmentation, and the files of the command line."""
 
     result: Any
-    segmentation: Segmentation
+    segmentation: Segmentation | None
     images_file: Path
     masks_file: Path
+    exact: bool = True
 
 
 def finetune_job(engine: EngineProcess, data: FineTuneData, class_map: ClassMap, config: Any, init_model: Path,
@@ -95,15 +97,22 @@ def finetune_job(engine: EngineProcess, data: FineTuneData, class_map: ClassMap,
     stem = out_path.stem
     # The exact stacks trained on, so the command line reproduces this fine-tune.
     images_file = write_volume(folder / f"{stem}_images.tif", data.images, overwrite=True)
-    masks_file = write_volume(folder / f"{stem}_masks.tif", data.targets, overwrite=True, compression="zlib")
-    summary = yield from engine.run("train", data.images, data.targets, class_map, config, out_path, init_model,
+    masks_file = folder / f"{stem}_masks.tif"
+    targets = data.targets
+    if config.sparse:
+        exact = write_sparse_mask(masks_file, targets, class_map)
+    else:  # everything labelled: train densely and write the original class values
+        targets = targets.astype(np.int64) - 1
+        write_labels(masks_file, targets, class_map, overwrite=True, compression="zlib")
+        exact = True
+    summary = yield from engine.run("train", data.images, targets, class_map, config, out_path, init_model,
                                     cancel=cancel)
     if summary.cancelled:
-        return FineTuneOutcome(summary, None, images_file, masks_file)
+        return FineTuneOutcome(summary, None, images_file, masks_file, exact)
     labels, _, _ = yield from predict_slabs(engine, summary.path, class_map.n_classes, image, batch_size=batch_size,
                                             probabilities=False, uncertainty=False, cancel=cancel)
     seg = Segmentation(image_name, class_map, labels, 0, full_shape=tuple(image.shape))
-    return FineTuneOutcome(summary, seg, images_file, masks_file)
+    return FineTuneOutcome(summary, seg, images_file, masks_file, exact)
 
 
 class CorrectWidget(SandsegWidget):
@@ -224,7 +233,9 @@ class CorrectWidget(SandsegWidget):
         training = self.state.training if self.include_original.isChecked() else None
         data = merge_corrections(image_data, corrections, zs, image.name, training)
         self._keep = {z: corrections[z].copy() for z in zs}
-        config = self._config(m, training).replace(epochs=self.epochs.value(), sparse=True, test_fraction=0.0)
+        # Only painted pixels count, unless every slice is fully labelled (then it is plain training).
+        sparse = bool(np.any(data.targets == 0))
+        config = self._config(m, training).replace(epochs=self.epochs.value(), sparse=sparse, test_fraction=0.0)
         self._runs += 1
         out_path = self.state.ensure_folder() / f"{m.path.stem}-finetuned-{self._runs}.keras"
         self._pending = (config, m.path, image.name, data)
@@ -264,8 +275,9 @@ class CorrectWidget(SandsegWidget):
         config, init_path, image_name, data = self._pending
         result = outcome.result
         self.state.set_model(result.info, result.path)
-        args = train_command(config, outcome.images_file, outcome.masks_file, result.path) + ["--init-model", init_path]
-        self.command.set_command(args)
+        self.command.set_command(
+            train_command(config, outcome.images_file, outcome.masks_file, result.path, outcome.exact, init_path)
+        )
         if outcome.segmentation is None:
             self.status.setText(f"Fine-tuning cancelled; best weights kept in {result.path}. Not re-segmented.")
             return

@@ -76,8 +76,8 @@ def evaluate_job(truth: LayerSnapshot, pred: LayerSnapshot, folder: Path, cancel
     truth_ids, pred_ids, class_map = compare_labels(truth, pred)
     report = evaluate(truth_ids, pred_ids, class_map.n_classes, class_map.values, class_map.names)
     yield "writing files for the command line"
-    truth_file = truth.source or labels_file(LayerSnapshot(truth.name, truth.data, None, class_map), folder, truth_ids)
-    pred_file = pred.source or labels_file(LayerSnapshot(pred.name, pred.data, None, class_map), folder, pred_ids)
+    truth_file = truth.source or labels_file(LayerSnapshot(truth.name, truth.data, None, class_map), folder, truth_ids)[0]
+    pred_file = pred.source or labels_file(LayerSnapshot(pred.name, pred.data, None, class_map), folder, pred_ids)[0]
     return Evaluation(report, truth_file, pred_file)
 
 

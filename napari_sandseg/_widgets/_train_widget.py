@@ -27,7 +27,7 @@ from ..classmap import ClassMap
 from ..errors import SandsegError
 from ._engine import EngineProcess
 from ._common import CommandBox, LayerPicker, SandsegWidget
-from ._files import LayerSnapshot, image_file, labels_file, snapshot_layer
+from ._files import SPARSE_NOTE, LayerSnapshot, image_file, labels_file, snapshot_layer
 from ._model_io import ask_open_model, ask_save_model, load_model_job, save_model_job
 from ._plots import LinePlot
 from ._state import TrainingData
@@ -41,6 +41,7 @@ class TrainOutcome:
     result: Any
     images_file: Path
     masks_file: Path
+    exact: bool = True  # False: the masks file could not be written in the --sparse convention
 
 
 def device_job(engine: EngineProcess, cancel: threading.Event) -> Generator[str, None, str]:
@@ -54,13 +55,14 @@ def train_job(engine: EngineProcess, image: LayerSnapshot, labels: LayerSnapshot
     """Worker: run the engine's training in the engine process, then write the command's files."""
     summary = yield from engine.run("train", image.data, targets, class_map, config, out_path, init_model, cancel=cancel)
     images_file = image_file(image, folder)
-    # Dense labels are written with their original values; sparse ones as painted (0 = unpainted).
-    masks_file = labels_file(labels, folder, None if config.sparse else targets)
-    return TrainOutcome(summary, images_file, masks_file)
+    # Dense labels are written with their original values; sparse ones with 0 = not annotated.
+    masks_file, exact = labels_file(labels, folder, None if config.sparse else targets)
+    return TrainOutcome(summary, images_file, masks_file, exact)
 
 
-def train_command(config: Any, images: Path, masks: Path, out: Path) -> list[Any]:
-    """The ``sandseg train`` arguments equivalent to a run of the widget."""
+def train_command(config: Any, images: Path, masks: Path, out: Path, exact: bool = True,
+                  init_model: Path | None = None) -> list[Any]:
+    """The ``sandseg train`` arguments equivalent to a run of the widget (or a fine-tune)."""
     args: list[Any] = [
         "sandseg", "train", "--images", images, "--masks", masks, "--out", out,
         "--backbone", config.backbone, "--epochs", config.epochs, "--batch-size", config.batch_size,
@@ -70,6 +72,10 @@ def train_command(config: Any, images: Path, masks: Path, out: Path) -> list[Any
     ]
     if config.sparse:
         args.append("--sparse")
+    if init_model is not None:
+        args += ["--init-model", init_model]
+    if not exact:
+        args.append(SPARSE_NOTE)
     return args
 
 
@@ -281,7 +287,7 @@ class TrainWidget(SandsegWidget):
             image_snap.data, kept, class_map, config, image_snap.name, labels_snap.name,
             outcome.images_file, outcome.masks_file,
         )
-        self.command.set_command(train_command(config, outcome.images_file, outcome.masks_file, result.path))
+        self.command.set_command(train_command(config, outcome.images_file, outcome.masks_file, result.path, outcome.exact))
         epochs = len(result.history.get("loss", []))
         self.status.setText(f"Training {state}: {epochs} epoch(s); model {result.path}")
         show_info(f"training {state}: model written to {result.path}")

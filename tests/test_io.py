@@ -432,3 +432,41 @@ def test_every_truncation_is_refused_or_harmless(tmp_path: Path, compression: st
             continue
         assert np.array_equal(volume, stack), f"cut at {n} of {len(data)} bytes gave wrong data"
     assert refused > 0.9 * (len(data) // 17)
+
+
+_ALL_DTYPES = ["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "float32", "float64"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from(_ALL_DTYPES).flatmap(
+        lambda dt: hnp.arrays(
+            dt, st.one_of(_shapes, st.tuples(st.integers(1, 9), st.integers(1, 9))),
+            elements=hnp.from_dtype(np.dtype(dt), allow_nan=False, allow_infinity=False),
+        )
+    )
+)
+def test_property_any_dtype_2d_or_3d_round_trips(array: np.ndarray) -> None:
+    """Every numeric dtype, 2D (read back as one slice) or 3D, comes back exactly."""
+    with tempfile.TemporaryDirectory() as tmp:
+        back = io.read_volume(io.write_volume(Path(tmp) / "v.tif", array))
+    expected = array.view(np.uint8) if array.dtype == bool else array
+    assert back.shape == (array.shape if array.ndim == 3 else (1, *array.shape))
+    assert back.dtype == expected.dtype and np.array_equal(back.reshape(expected.shape), expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.integers(-40_000, 70_000), min_size=1, max_size=8, unique=True).map(sorted),
+    _shapes,
+    st.integers(0, 2**31),
+)
+def test_property_labels_with_any_class_values_round_trip(values: list[int], shape, seed: int) -> None:
+    """ids -> write_labels (original values, any range) -> read_mask with the class map -> same ids."""
+    class_map = ClassMap(tuple(values))
+    ids = np.random.default_rng(seed).integers(0, len(values), size=shape).astype(np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = io.write_labels(Path(tmp) / "l.tif", ids, class_map)
+        back, same_map = io.read_mask(path, class_map)
+        assert np.array_equal(io.read_volume(path), np.asarray(values)[ids])
+    assert same_map == class_map and np.array_equal(back, ids)

@@ -406,7 +406,10 @@ def _read_sidecar(path: Path) -> tuple[ModelInfo, str | None]:
         version = int(data.get("format_version", 0))
         info = ModelInfo.from_dict(data)
     except Exception as exc:  # JSON syntax, missing keys, wrong types
-        raise ModelError(f"sidecar {side} is corrupt or incomplete: {exc}") from exc
+        raise ModelError(
+            f"sidecar {side} is corrupt or incomplete ({exc}); restore the .json written with the model, "
+            "or re-save the model"
+        ) from exc
     if version > SIDECAR_FORMAT:
         raise ModelError(
             f"sidecar {side} has format version {version}; this napari-sandseg reads up to "

@@ -53,6 +53,14 @@ def tf() -> ModuleType:
     return tensorflow
 
 
+def keras() -> ModuleType:
+    """Return ``keras``, importing TensorFlow quietly first (importing keras imports it)."""
+    tf()
+    import keras as _keras
+
+    return _keras
+
+
 def sm() -> ModuleType:
     """Return ``segmentation_models`` on tf.keras, importing it on first use."""
     os.environ["SM_FRAMEWORK"] = "tf.keras"

@@ -64,7 +64,8 @@ def make_callbacks(
     reduce_on_plateau : bool
         Halve the learning rate when ``val_loss`` stalls.
     """
-    import keras
+    from ._tf import keras as _keras_module
+    keras = _keras_module()
 
     class Progress(keras.callbacks.Callback):
         """Pushes batch/epoch events and stops at the next batch end once cancel is set."""

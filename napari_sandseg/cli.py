@@ -138,8 +138,10 @@ def _train_config(args: argparse.Namespace):
 
 def _run_training(images, targets, class_map, config, out: Path, init_model: Path | None):
     from ._progress import ProgressBar
+    from ._tf import tf
     from .train import train
 
+    tf()  # import quietly now (settings and inputs are checked), before keras imports it noisily
     bar = ProgressBar("train")
     gen = train(images, targets, class_map, config, out, init_model=init_model)
     try:
@@ -385,10 +387,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sandseg``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from ._tf import tf
-
-    if args.command in ("train", "predict", "demo"):
-        tf()  # import now, quietly, before keras can import it with its native log noise
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

@@ -123,9 +123,10 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 def versions() -> dict[str, str]:
     """Versions of the packages a model depends on (stored in the sidecar)."""
     from . import __version__
+    from ._tf import keras as _keras_module
     from ._tf import sm, tf
 
-    import keras
+    keras = _keras_module()
 
     return {
         "napari_sandseg": __version__,
@@ -188,7 +189,8 @@ def build_model(backbone: str = "resnet34", n_classes: int = 4, encoder_weights:
 
 def _build_pretrained(seg, backbone: str, n_classes: int):
     """Unet with an ImageNet encoder; the grey slice is repeated into the 3 RGB channels."""
-    import keras
+    from ._tf import keras as _keras_module
+    keras = _keras_module()
 
     fname = _pretrained_file_name(backbone)
     found = [d for d in _keras_cache_dirs() if (d / "models" / fname).is_file()]
@@ -423,7 +425,8 @@ _UNSAFE_HINTS = ("safe_mode", "arbitrary code", "lambda", "could not locate", "c
 
 
 def _load_keras(path: Path, info: ModelInfo):
-    import keras
+    from ._tf import keras as _keras_module
+    keras = _keras_module()
 
     from ._tf import sm
 

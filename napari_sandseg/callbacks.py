@@ -92,7 +92,8 @@ def make_callbacks(
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: _float(v) for k, v in (logs or {}).items()}
             try:  # the learning rate, for live plots of a schedule
-                logs.setdefault("learning_rate", _float(self.model.optimizer.learning_rate))
+                # convert_to_numpy: float() refuses the distributed variable of a tf.distribute run.
+                logs.setdefault("learning_rate", _float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
             except (AttributeError, TypeError, ValueError):
                 pass
             for key, value in logs.items():

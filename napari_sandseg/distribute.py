@@ -72,6 +72,18 @@ def is_chief(config: dict[str, Any] | None = None) -> bool:
     return kind == "worker" and index == 0
 
 
+def worker_rank(config: dict[str, Any] | None = None) -> int:
+    """This process's position among the cluster's tasks (chief first); 0 without ``TF_CONFIG``."""
+    config = tf_config() if config is None else config
+    if not config:
+        return 0
+    task = config.get("task", {})
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    if kind == "worker" and "chief" in config["cluster"]:
+        return index + len(config["cluster"]["chief"])
+    return index
+
+
 def resolve(name: str) -> str:
     """The concrete strategy ``name`` stands for on this machine (``"auto"`` resolved).
 
@@ -131,10 +143,18 @@ def replicas(strategy) -> int:
     return int(strategy.num_replicas_in_sync)
 
 
+def is_multiworker(strategy) -> bool:
+    """Whether ``strategy`` spans several processes (MultiWorkerMirroredStrategy)."""
+    from ._tf import tf
+
+    return isinstance(strategy, tf().distribute.MultiWorkerMirroredStrategy)
+
+
 def describe(strategy) -> str:
     """One line naming the strategy and its replica count, for the start event."""
     n = replicas(strategy)
-    return f"{type(strategy).__name__} over {n} replica{'s' if n != 1 else ''}"
+    name = "MultiWorkerMirroredStrategy" if is_multiworker(strategy) else type(strategy).__name__
+    return f"{name} over {n} replica{'s' if n != 1 else ''}"
 
 
 def synchronize_batchnorm(model, synchronized: bool = True) -> int:
@@ -161,6 +181,55 @@ def synchronize_batchnorm(model, synchronized: bool = True) -> int:
             count += 1
         stack.extend(getattr(layer, "layers", []))
     return count
+
+
+def replica_mean_loss(loss_fn):
+    """Wrap a loss that returns one scalar per batch so replicas' gradients sum to the global one.
+
+    Keras divides a loss by the number of replicas only when the loss returns per-sample
+    values; our masked losses return the batch mean directly (a mean over annotated pixels,
+    not over samples), so without this each replica's gradient would count in full and the
+    all-reduced gradient would be N times too large (and the logged loss N times too high).
+    """
+    import functools
+
+    @functools.wraps(loss_fn)
+    def scaled(y_true, y_pred):
+        from ._tf import tf
+
+        n = tf().distribute.get_strategy().num_replicas_in_sync
+        return loss_fn(y_true, y_pred) / float(n)
+
+    return scaled
+
+
+def patch_multiworker_fit(model) -> None:
+    """Work around two Keras 3 failures of ``fit`` under MultiWorkerMirroredStrategy.
+
+    Both are in Keras' TensorFlow trainer (keras-team/keras#20585), not in our code:
+
+    1. Before the first step it "symbolically builds" the model from a first batch averaged
+       with ``strategy.reduce``, which raises "Attempt to convert a value (PerReplica ...) to a
+       Tensor" under this strategy. Our models are functional, hence already built, and the
+       loss and metrics build when the step is first traced (as without a strategy), so that
+       step is skipped for this model instance.
+    2. It averages each step's logs over replicas with ``strategy.reduce("MEAN", v, axis=0)``,
+       which fails for scalar logs ("Invalid reduction dimension 0"). The steps here return
+       each log as a length-1 vector, which that reduce turns back into the scalar mean.
+    """
+    from ._tf import tf
+
+    t = tf()
+
+    def vectorised(step):
+        def run(data):
+            return {name: t.reshape(value, [1]) for name, value in step(data).items()}
+
+        return run
+
+    object.__setattr__(model, "_maybe_symbolic_build", lambda iterator=None, data_batch=None: None)
+    object.__setattr__(model, "train_step", vectorised(model.train_step))
+    object.__setattr__(model, "test_step", vectorised(model.test_step))
 
 
 def worker_out_path(out_path: Path, config: dict[str, Any] | None = None) -> Path:

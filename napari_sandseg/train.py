@@ -111,9 +111,16 @@ def train(
     """
     from .model import ModelInfo, build_model, load_model, save_model
 
+    from . import distribute
+    from .patches import PatchSampler, fit_normalization, patch_size, patches_per_pass, scan_targets, wants_patches
+
     config = config if config is not None else TrainConfig()
     out_path = Path(out_path)
-    images = np.asarray(images)
+    # Volumes on disk (or too big to copy as float32) are trained from patches read on the fly;
+    # small in-memory arrays keep the whole-slice pipeline.
+    use_patches = wants_patches(images, targets)
+    if not use_patches:
+        images = np.asarray(images)
     if images.ndim != 3:
         raise InputError(f"images must be (Z, Y, X), got shape {images.shape}")
     if np.shape(targets) != images.shape:
@@ -124,40 +131,74 @@ def train(
         # found now rather than when the first checkpoint is written, an epoch later
         raise OutputError(f"cannot write the model to {out_path}: its folder is missing or not writable, or it is a folder")
     k = class_map.n_classes
-    t = prepare_targets(targets, k, config.sparse)
-    slices = annotated_slices(t)
+    if use_patches:
+        patch = patch_size(config.crop_size, images.shape[1:])
+        index = scan_targets(targets, k, config.sparse, block=min(32, patch))
+        slices = index.slices
+    else:
+        t = prepare_targets(targets, k, config.sparse)
+        slices = annotated_slices(t)
     config.validate(n_slices=len(slices), slice_shape=images.shape[1:])
     train_idx, val_idx, test_idx = (slices[i] for i in split_indices(len(slices), config.val_fraction, config.test_fraction, config.seed))
 
+    # Before any other TensorFlow operation: the multi-worker strategy sets up the runtime.
+    strategy = distribute.select_strategy(config.strategy)
+    n_replicas = distribute.replicas(strategy)
+    write_path = distribute.worker_out_path(out_path)  # non-chief workers write scratch files
+
     notes: list[str] = []
-    if init_model is not None:
-        model, init_info = load_model(init_model)
-        if tuple(init_info.class_map.values) != tuple(class_map.values):
-            raise ModelError(
-                f"cannot fine-tune {init_model}: its classes {list(init_info.class_map.values)} differ "
-                f"from the training classes {list(class_map.values)}"
-            )
-        norm = init_info.normalization  # the features were learnt on this scaling; keep it
-        backbone = init_info.backbone
-        if backbone != config.backbone:
-            notes.append(f"fine-tuned from {Path(init_model).name}; its backbone {backbone} was used")
-            config = config.replace(backbone=backbone)
+    with strategy.scope():  # model and optimizer variables must be created under the strategy
+        if init_model is not None:
+            model, init_info = load_model(init_model)
+            if tuple(init_info.class_map.values) != tuple(class_map.values):
+                raise ModelError(
+                    f"cannot fine-tune {init_model}: its classes {list(init_info.class_map.values)} differ "
+                    f"from the training classes {list(class_map.values)}"
+                )
+            norm = init_info.normalization  # the features were learnt on this scaling; keep it
+            backbone = init_info.backbone
+            if backbone != config.backbone:
+                notes.append(f"fine-tuned from {Path(init_model).name}; its backbone {backbone} was used")
+                config = config.replace(backbone=backbone)
+        else:
+            from ._tf import tf
+
+            tf().keras.utils.set_random_seed(config.seed)  # reproducible initial weights
+            if use_patches:
+                norm = fit_normalization(images, train_idx, config.seed)
+            else:
+                norm = Normalization.fit(images[train_idx], seed=config.seed)
+            model = build_model(config.backbone, k, config.encoder_weights)
+            backbone = config.backbone
+
+    if use_patches:
+        samplers = [
+            PatchSampler(images, targets, index, part, norm, patch, k, config.sparse, augment=config.augment and i == 0)
+            for i, part in enumerate((train_idx, val_idx))
+        ]
+        n_train = config.patches_per_epoch or patches_per_pass(len(train_idx), images.shape[1:], patch)
+        n_val = max(config.batch_size, min(256, patches_per_pass(len(val_idx), images.shape[1:], patch)))
+        # Each multi-worker process draws its own patches (the dataset is not sharded).
+        seed = config.seed + 7919 * distribute.worker_rank()
+        train_ds = samplers[0].dataset(n_train, config.batch_size, seed)
+        val_ds = samplers[1].dataset(n_val, config.batch_size, config.seed + 1, fixed=True)
+        batches = -(-n_train // config.batch_size)
+        notes.append(f"trained on {patch} x {patch} patches read on the fly ({n_train} per epoch)")
     else:
-        from ._tf import tf
-
-        tf().keras.utils.set_random_seed(config.seed)  # reproducible initial weights
-        norm = Normalization.fit(images[train_idx], seed=config.seed)
-        model = build_model(config.backbone, k, config.encoder_weights)
-        backbone = config.backbone
-
-    train_ds = make_dataset(
-        images[train_idx], t[train_idx], norm, config.batch_size, augment=config.augment, shuffle=True,
-        seed=config.seed, crop=config.crop_size, n_classes=k,
-    )
-    val_ds = make_dataset(images[val_idx], t[val_idx], norm, config.batch_size, shuffle=False, n_classes=k)
-    batches = -(-len(train_idx) // config.batch_size)
+        train_ds = make_dataset(
+            images[train_idx], t[train_idx], norm, config.batch_size, augment=config.augment, shuffle=True,
+            seed=config.seed, crop=config.crop_size, n_classes=k,
+        )
+        val_ds = make_dataset(images[val_idx], t[val_idx], norm, config.batch_size, shuffle=False, n_classes=k)
+        batches = -(-len(train_idx) // config.batch_size)
     adapt_batchnorm_momentum(model, config.epochs * batches)
-    _compile(model, config, batches)
+    if n_replicas > 1:
+        distribute.synchronize_batchnorm(model)  # global-batch statistics on every replica
+        notes.append(f"trained with {distribute.describe(strategy)}")
+    with strategy.scope():
+        _compile(model, config, batches, n_replicas)
+    if distribute.is_multiworker(strategy):
+        distribute.patch_multiworker_fit(model)
 
     def make_info(history: dict[str, list[float]], metrics: dict[str, Any] | None, extra: list[str]) -> ModelInfo:
         return ModelInfo(
@@ -172,10 +213,11 @@ def train(
     state = RunState(cancel)
     events: queue.Queue[Any] = queue.Queue()
     export = plain_copy(model)  # uncompiled twin used for checkpoints (no optimizer state)
+    distribute.synchronize_batchnorm(export, False)  # inference needs no cross-replica sync
 
     def save_best(epoch: int) -> None:
         export.set_weights(model.get_weights())
-        save_model(export, out_path, make_info(state.history, None, [f"checkpoint of epoch {epoch + 1}"]))
+        save_model(export, write_path, make_info(state.history, None, [f"checkpoint of epoch {epoch + 1}"]))
 
     callbacks = make_callbacks(
         state, events, config.epochs, batches, save_best, config.patience, config.lr_schedule == "plateau"
@@ -222,17 +264,28 @@ def train(
         extra.append("training was cancelled by the user")
 
     test_metrics = None
-    if len(test_idx):
+    if len(test_idx) and use_patches:
+        # A fixed sample of test patches: whole test slices of a big volume would not fit.
+        tester = PatchSampler(images, targets, index, test_idx, norm, patch, k, config.sparse)
+        test_x, test_t = tester.stack(max(config.batch_size, min(256, patches_per_pass(len(test_idx), images.shape[1:], patch))), config.seed + 2)
+        test_metrics = evaluate_slices(export_weights(export, model), test_x, test_t, make_info({}, None, []), config.batch_size)
+    elif len(test_idx):
         test_metrics = evaluate_slices(model, images[test_idx], t[test_idx], make_info({}, None, []), config.batch_size)
     info = make_info(state.history, test_metrics, extra)
     export.set_weights(model.get_weights())
-    save_model(export, out_path, info)
+    save_model(export, write_path, info)
     done = TrainEvent(
         "done", len(state.history.get("loss", [])) - 1, config.epochs, -1, batches,
         fraction=1.0, message="; ".join(extra), logs={},
     )
     yield done
-    return TrainResult(model, info, out_path, info.history, state.cancelled, test_metrics, state.best_epoch)
+    return TrainResult(model, info, write_path, info.history, state.cancelled, test_metrics, state.best_epoch)
+
+
+def export_weights(export, model):
+    """``export`` holding ``model``'s current weights (a plain single-device model to predict with)."""
+    export.set_weights(model.get_weights())
+    return export
 
 
 def run_training(
@@ -309,18 +362,23 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-def _compile(model, config: TrainConfig, steps_per_epoch: int) -> None:
+def _compile(model, config: TrainConfig, steps_per_epoch: int, n_replicas: int = 1) -> None:
     """Compile with Adam, the masked loss and masked accuracy."""
     import keras
 
+    from .distribute import replica_mean_loss
     from .losses import get_loss, masked_accuracy
+
+    loss = get_loss(config.loss)
+    if n_replicas > 1:
+        loss = replica_mean_loss(loss)
 
     lr: Any = config.learning_rate
     if config.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch))
     model.compile(
         optimizer=keras.optimizers.Adam(lr),
-        loss=get_loss(config.loss),
+        loss=loss,
         metrics=[masked_accuracy],
         jit_compile=config.jit_compile and not config.run_eagerly,
         run_eagerly=config.run_eagerly,

@@ -1,0 +1,123 @@
+"""Write a ``(Z, Y, X[, K])`` result slab by slab to a TIFF stack or a zarr store, atomically.
+
+Prediction produces its output a slab of slices at a time; these writers put each slab on
+disk as it comes, so an output bigger than memory is never held whole. The destination appears
+only when it is complete: a TIFF is written to a temp file renamed over the target
+(:func:`napari_sandseg.io.atomic_write`), a zarr store to a temp folder renamed likewise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from .errors import OutputError
+
+#: TIFF files above this size must be BigTIFF (classic TIFF offsets are 32-bit).
+BIGTIFF_BYTES = 2**32 - 2**25
+
+
+class SlabWriter(Protocol):
+    """Something that takes consecutive slabs of a volume."""
+
+    def write(self, z0: int, slab: np.ndarray) -> None:
+        """Store ``slab`` as slices ``z0 .. z0 + len(slab) - 1``."""
+
+
+def is_zarr_path(path: str | os.PathLike) -> bool:
+    """Whether an output path names a zarr store (ends in ``.zarr``)."""
+    return Path(path).suffix.lower() == ".zarr"
+
+
+class _TiffWriter:
+    """One TIFF page per slice, so readers see a single ``(Z, Y, X[, K])`` series."""
+
+    def __init__(self, writer) -> None:
+        self._writer = writer
+
+    def write(self, z0: int, slab: np.ndarray) -> None:
+        extra = {"planarconfig": "contig"} if slab.ndim == 4 else {}
+        for plane in slab:
+            # contiguous=True: tifffile joins the pages into one series (slabs would not be).
+            self._writer.write(plane, contiguous=True, photometric="minisblack", **extra)
+
+
+class _ZarrWriter:
+    """Slabs into a zarr array chunked one slice at a time (what a viewer reads)."""
+
+    def __init__(self, array) -> None:
+        self._array = array
+
+    def write(self, z0: int, slab: np.ndarray) -> None:
+        self._array[z0 : z0 + len(slab)] = slab
+
+
+@contextlib.contextmanager
+def slab_writer(
+    path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype, overwrite: bool = False
+) -> Iterator[SlabWriter]:
+    """Open an atomic slab writer for ``path`` (``*.zarr`` -> zarr store, else TIFF).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination; ``.zarr`` writes a zarr (v3) array, anything else a (Big)TIFF stack.
+    shape : tuple of int
+        Full output shape, ``(Z, Y, X)`` or ``(Z, Y, X, K)``.
+    dtype : numpy dtype
+        Output dtype.
+    overwrite : bool
+        Replace an existing file or store (else :class:`OutputError`).
+
+    Yields
+    ------
+    SlabWriter
+        Call ``write(z0, slab)`` for consecutive slabs; the output appears when the block ends
+        without an exception (on an exception nothing is left behind).
+    """
+    target = Path(path)
+    dtype = np.dtype(dtype)
+    if not is_zarr_path(target):
+        import tifffile
+
+        from .io import atomic_write
+
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        with atomic_write(target, overwrite=overwrite) as tmp:
+            with tifffile.TiffWriter(tmp, bigtiff=nbytes > BIGTIFF_BYTES) as tif:
+                yield _TiffWriter(tif)
+        return
+    yield from _zarr_writer(target, shape, dtype, overwrite)
+
+
+def _zarr_writer(target: Path, shape: tuple[int, ...], dtype: np.dtype, overwrite: bool) -> Iterator[SlabWriter]:
+    import zarr
+
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target}: already exists; choose another name or allow overwriting")
+    if not target.parent.is_dir():
+        raise OutputError(f"{target}: the folder {target.parent} does not exist; create it first")
+    tmp = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.tmp.zarr")
+    chunks = (1,) + tuple(shape[1:])
+    try:
+        try:
+            array = zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+            array.attrs["axes"] = "ZYX" if len(shape) == 3 else "ZYXC"
+        except OSError as exc:
+            raise OutputError(f"{target}: cannot write in {target.parent} ({exc.strerror or exc})") from exc
+        yield _ZarrWriter(array)
+        try:
+            if target.exists():  # overwrite: a folder cannot be renamed over a non-empty one
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise OutputError(f"{target}: could not replace the store ({exc.strerror or exc})") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

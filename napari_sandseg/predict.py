@@ -211,18 +211,21 @@ def predict_file(
     tta: bool = False,
     cancel: threading.Event | None = None,
 ) -> Path:
-    """Segment a TIFF stack into a TIFF label stack, streamed slab by slab.
+    """Segment a volume file into a label stack, streamed slab by slab.
 
-    The input is memory-mapped where possible (:func:`napari_sandseg.io.read_volume_lazy`) and
-    each output is written one page per slice into a temp file that replaces ``out_path`` only
-    when complete, so neither the volume nor its probabilities need to fit in memory.
+    A TIFF or zarr input is read a slab at a time (:func:`napari_sandseg.lazy.open_volume`)
+    and each output is written slab by slab (:func:`napari_sandseg.outputs.slab_writer`) into a
+    temp file or store that replaces the destination only when complete, so neither the volume
+    nor its probabilities need to fit in memory. Outputs ending in ``.zarr`` are zarr stores,
+    anything else (Big)TIFF stacks.
 
     Parameters
     ----------
     model_path : path-like
         ``.keras`` model with its sidecar.
     images_path : path-like
-        Volume to segment (anything :func:`napari_sandseg.io.read_volume` reads).
+        Volume to segment (anything :func:`napari_sandseg.io.read_volume` reads, or a zarr /
+        OME-Zarr store).
     out_path : path-like
         Label stack to write, with the original class values (``ClassMap.decode``).
     probabilities_path : path-like, optional
@@ -245,10 +248,10 @@ def predict_file(
     """
     import contextlib
 
-    import tifffile
-
-    from .io import atomic_write, read_volume_lazy
+    from .io import read_volume_lazy
+    from .lazy import is_zarr, open_volume
     from .model import check_compatible, load_model
+    from .outputs import slab_writer
 
     outputs = {"out_path": out_path, "probabilities_path": probabilities_path, "uncertainty_path": uncertainty_path}
     targets = {k: Path(v) for k, v in outputs.items() if v is not None}
@@ -261,7 +264,9 @@ def predict_file(
         if p.exists() and not overwrite:
             raise OutputError(f"{p} already exists; pass overwrite=True to replace it")
 
-    volume = read_volume_lazy(images_path)  # a bad image file fails before the slow model load
+    # A bad image file fails before the slow model load. Files are read through tifffile's
+    # zarr store, not a memory map: touched map pages would count as resident memory.
+    volume = read_volume_lazy(images_path) if Path(images_path).is_dir() and not is_zarr(images_path) else open_volume(images_path)
     model, info = load_model(model_path)
     try:
         check_compatible(info, volume)
@@ -271,32 +276,22 @@ def predict_file(
     k = info.n_classes
     label_dtype = info.class_map.decode(np.zeros(1, np.uint8)).dtype
 
+    layouts = {
+        "out_path": ((z, h, w), label_dtype),
+        "probabilities_path": ((z, h, w, k), np.float32),
+        "uncertainty_path": ((z, h, w), np.float32),
+    }
     with contextlib.ExitStack() as stack:
-        tmp = {name: stack.enter_context(atomic_write(p, overwrite=overwrite)) for name, p in targets.items()}
-        sizes = {
-            "out_path": z * h * w * label_dtype.itemsize,
-            "probabilities_path": z * h * w * k * 4,
-            "uncertainty_path": z * h * w * 4,
-        }
         writers = {
-            name: stack.enter_context(tifffile.TiffWriter(path, bigtiff=sizes[name] > _BIGTIFF_BYTES))
-            for name, path in tmp.items()
+            name: stack.enter_context(slab_writer(p, *layouts[name], overwrite=overwrite)) for name, p in targets.items()
         }
-        for _, _, labels, probs, unc in iter_predict(
+        for z0, _, labels, probs, unc in iter_predict(
             model, volume, info, batch_size=batch_size, probabilities="probabilities_path" in writers,
             uncertainty="uncertainty_path" in writers, tta=tta, cancel=cancel, progress=progress,
         ):
-            # One page per slice, written with contiguous=True: tifffile then joins the pages
-            # into a single (Z, Y, X[, K]) series (whole slabs would become separate series).
-            values = info.class_map.decode(labels)
-            for i in range(len(labels)):
-                writers["out_path"].write(values[i], contiguous=True, photometric="minisblack")
-                if probs is not None:
-                    writers["probabilities_path"].write(
-                        probs[i], contiguous=True, photometric="minisblack", planarconfig="contig"
-                    )
-                if unc is not None:
-                    writers["uncertainty_path"].write(unc[i], contiguous=True, photometric="minisblack")
-        for writer in writers.values():
-            writer.close()  # complete the files before atomic_write renames them
+            writers["out_path"].write(z0, info.class_map.decode(labels))
+            if probs is not None:
+                writers["probabilities_path"].write(z0, probs)
+            if unc is not None:
+                writers["uncertainty_path"].write(z0, unc)
     return Path(out_path)

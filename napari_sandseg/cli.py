@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-model", type=Path, default=None, help="fine-tune from this model")
     p.add_argument("--encoder-weights", choices=["none", "imagenet"], default=None)
     p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    p.add_argument("--strategy", choices=_strategy_names(), default=None,
+                   help="how to distribute training: auto (default: all GPUs when there are several, the "
+                   "TF_CONFIG cluster when set), default (one device), mirrored, multiworker")
 
     p = sub.add_parser("predict", help="segment an image stack with a trained model")
     p.add_argument("--model", required=True, type=Path)
@@ -71,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tta", action="store_true", help="average predictions over flips (slower, a little better)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="segment on this dask cluster (e.g. tcp://host:8786); workers must see the same files")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="segment on a local dask cluster of N worker processes")
 
     p = sub.add_parser("evaluate", help="per-class IoU of a prediction against ground truth")
     p.add_argument("--truth", required=True, type=Path)
@@ -85,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("gui", help="open napari with the plugin docked and the bundled sample loaded")
     return parser
+
+
+def _strategy_names() -> list[str]:
+    from .distribute import STRATEGIES
+
+    return list(STRATEGIES)
 
 
 def _preset_names() -> list[str]:
@@ -124,6 +137,7 @@ def _train_config(args: argparse.Namespace):
         "test_fraction": args.test_fraction,
         "seed": args.seed,
         "augment": args.augment,
+        "strategy": args.strategy,
     }
     if args.sparse:
         overrides["sparse"] = True
@@ -182,6 +196,48 @@ def _to_model_classes(targets, class_map, model_map, args: argparse.Namespace, s
     return lut[targets].astype(targets.dtype if lut.max() <= np.iinfo(targets.dtype).max else np.uint16), model_map
 
 
+def _is_big(path: Path) -> bool:
+    """Whether a volume should be opened lazily: a zarr store, or at least ``lazy.LAZY_BYTES`` on disk."""
+    from .lazy import LAZY_BYTES, is_zarr, nbytes_on_disk
+
+    return is_zarr(path) or nbytes_on_disk(path) >= LAZY_BYTES
+
+
+def _open_big_pair(args: argparse.Namespace, sparse: bool, model_map):
+    """Images and masks opened lazily; the mask is mapped to training targets slice by slice.
+
+    One pass over the mask finds its class values (at most ``MAX_CLASSES``); the targets are
+    class ids, or with ``sparse`` Labels-layer values (mask value 0 = not annotated).
+    """
+    import numpy as np
+
+    from .classmap import MAX_CLASSES, ClassMap
+    from .errors import InputError
+    from .io import check_pair
+    from .lazy import MappedVolume, open_volume, unique_values
+
+    images = open_volume(args.images)
+    raw = open_volume(args.masks)
+    check_pair(images, raw, str(args.images), str(args.masks))
+    values = unique_values(raw, limit=MAX_CLASSES + 1)
+    if values.size and not np.array_equal(values, np.round(values)):
+        raise InputError(f"{args.masks}: holds fractional values; a mask holds integer class values")
+    painted = values[values != 0] if sparse else values
+    if painted.size > MAX_CLASSES:
+        raise InputError(f"{args.masks}: more than {MAX_CLASSES} distinct values; is this the image rather than the mask?")
+    class_map = model_map if model_map is not None else ClassMap(tuple(int(v) for v in painted))
+    unknown = sorted(set(int(v) for v in painted) - set(class_map.values))
+    if unknown:
+        raise InputError(f"{args.masks}: values {unknown} are not classes of the model (its classes are {list(class_map.values)})")
+    if class_map.n_classes < 2:
+        raise InputError(f"{args.masks}: holds only one class; training needs masks with at least two classes")
+    known = np.asarray(class_map.values)
+    ids = np.arange(class_map.n_classes, dtype=np.int16)
+    if sparse:  # Labels-layer convention: 0 = unpainted, k = class id k-1
+        known, ids = np.concatenate([[0], known]), np.concatenate([[0], ids + 1]).astype(np.int16)
+    return images, MappedVolume(raw, known.astype(raw.dtype), ids, source=str(args.masks)), class_map
+
+
 def _read_sparse_mask(path: Path):
     """A mask file whose 0 means "not annotated", as Labels-layer targets (0 = unpainted, k = id k-1)."""
     import numpy as np
@@ -227,7 +283,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .errors import InputError
     from .io import check_pair, read_mask, read_volume
-    from .metrics import format_table
 
     config = _train_config(args)
     if Path(args.out).suffix != ".keras":
@@ -238,6 +293,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .model import read_info
 
         model_map = read_info(args.init_model).class_map  # fails fast, before reading big volumes
+    if _is_big(args.images):
+        # Too big to load: train from patches read on the fly (see napari_sandseg.patches).
+        images, targets, class_map = _open_big_pair(args, config.sparse, model_map)
+        result = _run_training(images, targets, class_map, config, args.out, args.init_model)
+        return _report_training(result)
     images = read_volume(args.images)
     if config.sparse:
         targets, class_map = _read_sparse_mask(args.masks)
@@ -257,6 +317,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise ConfigError(f"{args.masks}: {exc}") from exc
     result = _run_training(images, targets, class_map, config, args.out, args.init_model)
+    return _report_training(result)
+
+
+def _report_training(result) -> int:
+    """Print how a training run ended and its held-out figures."""
+    from .metrics import format_table
+
     state = "cancelled" if result.cancelled else "done"
     print(f"training {state}: {len(result.history.get('loss', []))} epochs; model written to {result.path}")
     if result.test_metrics:
@@ -272,7 +339,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    check_output(args.out, args.overwrite)
+    if args.dask_scheduler is not None or args.workers is not None:
+        return _predict_on_dask(args)
+    _check_predict_output(args.out, args.overwrite)
     for extra in (args.probabilities, args.uncertainty):
         if extra is not None:
             check_output(extra, args.overwrite)
@@ -288,6 +357,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
         bar.close()
     written = [p for p in (args.out, args.probabilities, args.uncertainty) if p is not None]
     print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _check_predict_output(path: Path, overwrite: bool) -> None:
+    """:func:`check_output`, except that a ``.zarr`` output is a folder (replaced with --overwrite)."""
+    from .outputs import is_zarr_path
+
+    if not is_zarr_path(path) or not Path(path).is_dir():
+        check_output(path, overwrite)
+    elif not overwrite:
+        raise OutputError(f"{path}: already exists; choose another path or pass --overwrite")
+
+
+def _predict_on_dask(args: argparse.Namespace) -> int:
+    """``predict --dask-scheduler ADDRESS`` / ``--workers N``: slabs across dask workers."""
+    from ._progress import ProgressBar
+    from .cluster import predict_cluster
+
+    if args.dask_scheduler is not None and args.workers is not None:
+        raise ConfigError("give --dask-scheduler or --workers, not both")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.probabilities is not None or args.uncertainty is not None:
+        raise ConfigError("--probabilities and --uncertainty are not written by dask prediction yet; drop them "
+                          "or predict without --dask-scheduler/--workers")
+    _check_predict_output(args.out, args.overwrite)
+    bar = ProgressBar("predict")
+    try:
+        predict_cluster(
+            args.model, args.images, args.out, scheduler=args.dask_scheduler, workers=args.workers,
+            batch_size=args.batch_size, tta=args.tta, overwrite=args.overwrite,
+            progress=lambda done, total: bar.update(done / max(total, 1), f"{done}/{total} slices"),
+        )
+    finally:
+        bar.close()
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -16,6 +16,7 @@ from ._layers import SOURCE_KEY, labels_layer_data, labels_layer_kwargs
 from .classmap import ClassMap
 from .errors import SandsegError
 from .io import TIFF_SUFFIXES, read_volume
+from .lazy import LAZY_BYTES, is_zarr, nbytes_on_disk
 
 #: Integer data with at most this many distinct values (in a sample) opens as labels.
 MAX_LABEL_VALUES = 16
@@ -39,6 +40,8 @@ def napari_get_reader(path: Union[str, list[str]]) -> Callable[[Any], list[Layer
             return None  # several files: napari stacks them itself (or another reader does)
         path = path[0]
     p = Path(path)
+    if is_zarr(p):
+        return read_layers
     if p.is_dir():
         has_tiffs = any(f.suffix.lower() in TIFF_SUFFIXES for f in p.iterdir() if f.is_file())
         return read_or_notify if has_tiffs else None
@@ -76,6 +79,11 @@ def read_layers(path: Union[str, list[str]]) -> list[LayerData]:
     if isinstance(path, list):
         path = path[0]
     p = Path(path)
+    if is_zarr(p) or nbytes_on_disk(p) >= LAZY_BYTES:
+        # Big volumes and zarr stores open as dask arrays that napari reads slice by slice.
+        from ._lazy_layers import lazy_layer_data
+
+        return lazy_layer_data(p, looks_like_labels)
     volume = read_volume(p)
     if looks_like_labels(p, volume):
         try:

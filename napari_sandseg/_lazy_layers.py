@@ -1,0 +1,57 @@
+"""Layer data for volumes too big to read at once: dask arrays napari pages in slice by slice.
+
+Used by :mod:`napari_sandseg._reader` for zarr stores (always) and for files of at least
+:data:`napari_sandseg.lazy.LAZY_BYTES`. Opening reads headers and a few sample slices only, so
+it returns at once whatever the volume size; napari then reads the slices it shows. Label
+stacks are the exception: their class values must be known up front, so they are scanned once,
+a slab at a time (memory stays small; time grows with the file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._layers import SOURCE_KEY, labels_layer_kwargs
+from .classmap import ClassMap
+from .errors import SandsegError
+from .lazy import MappedVolume, as_dask, is_zarr, open_levels, open_volume, sample_slices, unique_values
+
+
+def lazy_layer_data(path: Path, looks_like_labels) -> list[tuple[Any, dict[str, Any], str]]:
+    """One Image (or Labels) layer-data tuple backed by dask arrays.
+
+    Parameters
+    ----------
+    path : Path
+        TIFF file, folder of TIFF slices, or zarr / OME-Zarr store.
+    looks_like_labels : callable
+        ``looks_like_labels(path, sample)``: the reader's labels-vs-image rule, applied to a
+        few sample slices.
+    """
+    levels = open_levels(path) if is_zarr(path) else [open_volume(path, check_finite=False)]
+    sample = sample_slices(levels[-1])  # the smallest level: cheapest to sample
+    source = {SOURCE_KEY: str(path)}
+    if looks_like_labels(path, sample):
+        try:
+            class_map = ClassMap(tuple(int(v) for v in unique_values(levels[0], limit=64)))
+        except SandsegError:
+            pass  # not a valid mask (too many or fractional values): show it as an image
+        else:
+            codes = np.arange(1, class_map.n_classes + 1, dtype=np.uint8)  # layer value = id + 1
+            known = np.asarray(class_map.values).astype(levels[0].dtype)
+            data = as_dask(MappedVolume(levels[0], known, codes, source=path.name))
+            return [(data, labels_layer_kwargs(class_map, path.stem, source=path), "labels")]
+    finite = sample[np.isfinite(sample)] if np.issubdtype(sample.dtype, np.floating) else sample
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    kwargs: dict[str, Any] = {
+        "name": path.stem,
+        "metadata": source,
+        # From the sample: napari would otherwise read data to find them.
+        "contrast_limits": (low, high if high > low else low + 1.0),
+    }
+    if len(levels) > 1:
+        return [([as_dask(level) for level in levels], {**kwargs, "multiscale": True}, "image")]
+    return [(as_dask(levels[0]), kwargs, "image")]

@@ -275,7 +275,7 @@ class MappedVolume:
         bad = self._values[pos] != raw
         if bad.any():
             raise InputError(
-                f"{self._source}: value {raw[bad].flat[0]!r} is not one of the classes "
+                f"{self._source}: value {raw[bad].flat[0].item()!r} is not one of the classes "
                 f"{self._values.tolist()}"
             )
         return self._codes[pos]

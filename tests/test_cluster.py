@@ -83,3 +83,22 @@ def test_zarr_output_and_errors(model_file, volume_file, client, tmp_path):
         predict_cluster(model_file, path, out, client=client)
     with pytest.raises(ConfigError, match="not both"):
         predict_cluster(model_file, path, tmp_path / "x.tif", scheduler="tcp://127.0.0.1:1", workers=2)
+
+
+def test_cli_predict_on_local_workers_and_error_contract(model_file, volume_file, tmp_path, capsys):
+    import zarr
+
+    from napari_sandseg.cli import main
+
+    path, vol = volume_file
+    base = ["predict", "--model", str(model_file), "--images", str(path), "--batch-size", "4"]
+    assert main(base + ["--out", str(tmp_path / "p.zarr"), "--workers", "1"]) == 0
+    model, info = load_model(model_file)
+    expected = CLASS_MAP.decode(predict_volume(model, vol, info, batch_size=4).labels)
+    assert np.array_equal(zarr.open_array(str(tmp_path / "p.zarr"), mode="r")[:], expected)
+    capsys.readouterr()
+    for bad in (["--workers", "0"], ["--workers", "2", "--dask-scheduler", "tcp://127.0.0.1:1"]):
+        assert main(base + ["--out", str(tmp_path / "q.tif")] + bad) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("sandseg: error:")
+    assert not (tmp_path / "q.tif").exists()

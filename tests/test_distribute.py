@@ -148,3 +148,13 @@ def test_two_workers_train_to_completion(tmp_path):
 
     model, info = load_model(out)
     assert info.n_classes == 4
+
+
+def test_cli_strategy_reaches_the_config():
+    from napari_sandseg.cli import _train_config, build_parser
+
+    base = ["train", "--images", "i.tif", "--masks", "m.tif", "--out", "m.keras"]
+    assert _train_config(build_parser().parse_args(base + ["--strategy", "mirrored"])).strategy == "mirrored"
+    assert _train_config(build_parser().parse_args(base)).strategy == "auto"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(base + ["--strategy", "horovod"])

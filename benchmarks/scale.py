@@ -22,7 +22,7 @@ loaded and run through exactly the production path (``load_model``, normalisatio
 network's arithmetic (see ``benchmarks/throughput.py`` for that), and a whole Unet on two CPU
 cores would need hours for 6 GiB; the probe keeps the figures about what this benchmark is for:
 memory that does not grow with the volume, I/O, and the dask orchestration. Results go to
-``benchmarks/results/scale.json``.
+``benchmarks/results/scale.json`` (``--quick``: ``benchmarks/results/quick/scale.json``).
 """
 
 from __future__ import annotations
@@ -280,9 +280,9 @@ def main() -> None:
         "napari_open": view,
         "napari_command": " ".join(napari_cmd),
     }
-    name = "scale_quick.json" if args.quick else "scale.json"
-    C.write_json(C.RESULTS / name, result)
-    log(f"wrote {C.RESULTS / name}")
+    target = C.RESULTS / "quick" / "scale.json" if args.quick else C.RESULTS / "scale.json"
+    C.write_json(target, result)
+    log(f"wrote {target}")
     if not args.keep:
         shutil.rmtree(work)
 

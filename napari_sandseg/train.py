@@ -270,7 +270,9 @@ def train(
         test_x, test_t = tester.stack(max(config.batch_size, min(256, patches_per_pass(len(test_idx), images.shape[1:], patch))), config.seed + 2)
         test_metrics = evaluate_slices(export_weights(export, model), test_x, test_t, make_info({}, None, []), config.batch_size)
     elif len(test_idx):
-        test_metrics = evaluate_slices(model, images[test_idx], t[test_idx], make_info({}, None, []), config.batch_size)
+        # Under a multi-replica strategy, predict with the plain single-device twin.
+        predictor = export_weights(export, model) if n_replicas > 1 else model
+        test_metrics = evaluate_slices(predictor, images[test_idx], t[test_idx], make_info({}, None, []), config.batch_size)
     info = make_info(state.history, test_metrics, extra)
     export.set_weights(model.get_weights())
     save_model(export, write_path, info)
@@ -279,7 +281,8 @@ def train(
         fraction=1.0, message="; ".join(extra), logs={},
     )
     yield done
-    return TrainResult(model, info, write_path, info.history, state.cancelled, test_metrics, state.best_epoch)
+    # A distributed model's variables live on several devices; callers get the plain twin.
+    return TrainResult(model if n_replicas == 1 else export, info, write_path, info.history, state.cancelled, test_metrics, state.best_epoch)
 
 
 def export_weights(export, model):

@@ -35,6 +35,27 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+@contextlib.contextmanager
+def _own_symbols_first() -> Iterator[None]:
+    """Load TensorFlow's shared libraries with ``RTLD_DEEPBIND`` (Linux).
+
+    Inside a napari process whose OpenGL context came from Mesa, a plain ``import tensorflow``
+    segfaults: TensorFlow's bundled libraries then bind to symbols of the same names that Mesa
+    already loaded. Deep binding makes TensorFlow prefer its own. (Measured here: plain import
+    after a viewer screenshot crashes, deep-bound import runs a model.)
+    """
+    deepbind = getattr(os, "RTLD_DEEPBIND", 0)
+    if not deepbind or not hasattr(sys, "getdlopenflags"):
+        yield
+        return
+    old = sys.getdlopenflags()
+    sys.setdlopenflags(old | deepbind)
+    try:
+        yield
+    finally:
+        sys.setdlopenflags(old)
+
+
 def tf() -> ModuleType:
     """Return the ``tensorflow`` module, importing it on first use.
 
@@ -45,7 +66,7 @@ def tf() -> ModuleType:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     quiet = _native_stderr_silenced() if not os.environ.get("SANDSEG_TF_VERBOSE") else contextlib.nullcontext()
-    with quiet:
+    with quiet, _own_symbols_first():
         import tensorflow
 
         # Device discovery logs "failed call to cuInit" on machines without a GPU; do it now.

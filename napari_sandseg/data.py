@@ -148,7 +148,7 @@ def split_advice(n: int, val_fraction: float, test_fraction: float) -> str:
             "(or test_fraction=0) would work"
         )
     elif n == 2:
-        msg += f". With 2 slices use val_fraction=0.5 and test_fraction=0"
+        msg += ". With 2 slices use val_fraction=0.5 and test_fraction=0"
     else:
         msg += ". Annotate at least 2 slices (one to train on, one to validate)"
     return msg

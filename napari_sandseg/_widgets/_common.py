@@ -161,6 +161,25 @@ class SandsegWidget(QWidget):
         self._holder["job"] = self.job
         return self.job.start()
 
+    def run_cancel_row(self, run_text: str, run_stretch: int = 0) -> tuple[QPushButton, QPushButton, QHBoxLayout]:
+        """A run button wired to ``self.start`` beside a Cancel button wired to :meth:`cancel`.
+
+        Returns
+        -------
+        tuple
+            ``(run_button, cancel_button, row_layout)``; Cancel starts disabled.
+        """
+        run_button = QPushButton(run_text)
+        run_button.clicked.connect(self.start)
+        cancel_button = QPushButton("Cancel")
+        cancel_button.setToolTip("stop at the next batch (training keeps its best weights)")
+        cancel_button.clicked.connect(self.cancel)
+        cancel_button.setEnabled(False)
+        row = QHBoxLayout()
+        row.addWidget(run_button, run_stretch)
+        row.addWidget(cancel_button)
+        return run_button, cancel_button, row
+
     def _job_finished(self) -> None:
         self.set_busy(False)
 

@@ -19,7 +19,6 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QCheckBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -137,14 +136,9 @@ class CorrectWidget(SandsegWidget):
         self.edited = QListWidget()
         self.edited.setMaximumHeight(100)
         self.edited.itemClicked.connect(lambda item: self.viewer.dims.set_current_step(0, int(item.data(_USER_ROLE))))
-        self.run_button = QPushButton("Fine-tune on edited slices and re-segment")
-        self.run_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        self.cancel_button.setEnabled(False)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button, 1)
-        buttons.addWidget(self.cancel_button)
+        self.run_button, self.cancel_button, buttons = self.run_cancel_row(
+            "Fine-tune on edited slices and re-segment", run_stretch=1
+        )
         self.progress = QProgressBar()
         self.status = QLabel("Paint corrections into the segmentation (Labels layer, paint mode); "
                              "edited slices are listed here and autosaved.")

@@ -146,7 +146,8 @@ def train(split: C.Split, seed: int, quick: bool, log: Callable, settings: dict)
     xt, yt, xv, yv = split_for_training(split, seed, quick)
     norm = Normalization.fit(xt, seed=seed)
     ds, steps = make_train_dataset(xt, yt, norm, settings, split.protocol, seed, quick)
-    epochs = 2 if quick else settings["epochs"]
+    patches = split.protocol == "patches"
+    epochs = 2 if quick else settings["patch_epochs" if patches else "epochs"]
     lr = settings["learning_rate"]
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=lr / 10, decay_steps=max(1, (epochs - 1) * steps),
@@ -156,7 +157,7 @@ def train(split: C.Split, seed: int, quick: bool, log: Callable, settings: dict)
     model = build_in_precision("resnet18" if quick else settings["backbone"], precision)
     model.compile(keras.optimizers.Adam(schedule), loss=get_loss(settings["loss"]))
     best = make_best_by_val_iou((xv, yv), norm.apply, log)
-    budget = make_time_budget(settings["budget_minutes"] * 60)
+    budget = make_time_budget(settings["patch_budget_minutes" if patches else "budget_minutes"] * 60)
     eval_cb = C.make_epoch_eval_callback(next(iter(split.test.values())), norm.apply, log=log)
     model.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=[best, budget, eval_cb], verbose=0)
     details = {

@@ -38,17 +38,19 @@ TRAIN_FACTOR = 3.0
 BATCH_TRAIN = 16
 BATCH_PREDICT_CLASSIC = 32  # model.predict's default, as the classic notebook calls it
 BATCH_PREDICT_PROJECT = 64
+TRAIN_CHUNK = 64  # images per timed training repetition (4 steps of 16)
+PRED_CHUNK = 128  # images per timed prediction repetition
 
 
-def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
-    """Measured fp32 matmul GFLOP/s of this machine through TensorFlow (best of 3 rounds)."""
+def matmul_gflops(n: int = 2048, reps: int = 10, rounds: int = 3) -> float:
+    """Measured fp32 matmul GFLOP/s of this machine through TensorFlow (best of ``rounds``)."""
     import tensorflow as tf
 
     a = tf.random.normal((n, n), dtype=tf.float32)
     b = tf.random.normal((n, n), dtype=tf.float32)
     _ = (a @ b).numpy()
     best = 0.0
-    for _round in range(3):
+    for _round in range(rounds):
         start = time.perf_counter()
         for _ in range(reps):
             c = a @ b
@@ -84,40 +86,51 @@ def build(backbone: str, weights: list[np.ndarray], precision: str) -> Any:
     return model
 
 
-def time_train_classic(model: Any, x: np.ndarray, y: np.ndarray, warm: int) -> float:
-    """Images/s of ``model.fit`` on numpy arrays (warm-up batches excluded)."""
+def train_classic_step(model: Any, x: np.ndarray, y: np.ndarray) -> Callable[[], float]:
+    """Compile for the classic path; return a callable timing one ``model.fit`` on numpy."""
     import keras
 
     model.compile(keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
-    model.fit(x[: warm * BATCH_TRAIN], y[: warm * BATCH_TRAIN], batch_size=BATCH_TRAIN,
-              epochs=1, verbose=0, shuffle=True)
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=BATCH_TRAIN, epochs=1, verbose=0, shuffle=True)
-    return len(x) / (time.perf_counter() - start)
+    model.fit(x[: 2 * BATCH_TRAIN], y[: 2 * BATCH_TRAIN], batch_size=BATCH_TRAIN, epochs=1, verbose=0)
+
+    def run() -> float:
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=BATCH_TRAIN, epochs=1, verbose=0, shuffle=True)
+        return len(x) / (time.perf_counter() - start)
+
+    return run
 
 
-def time_train_project(model: Any, x: np.ndarray, y: np.ndarray, warm: int, jit: bool) -> float:
-    """Images/s of ``model.fit`` on a prefetching tf.data pipeline (warm-up excluded)."""
+def train_project_step(model: Any, x: np.ndarray, y: np.ndarray, jit: bool) -> Callable[[], float]:
+    """Compile for the project path; return a callable timing one fit on a tf.data pipeline."""
     import keras
     import tensorflow as tf
 
     model.compile(keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", jit_compile=jit)
     ds = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0)
           .batch(BATCH_TRAIN, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-    model.fit(ds.take(warm), epochs=1, verbose=0)
-    steps = len(x) // BATCH_TRAIN
-    start = time.perf_counter()
-    model.fit(ds, epochs=1, verbose=0)
-    return steps * BATCH_TRAIN / (time.perf_counter() - start)
+    model.fit(ds.take(2), epochs=1, verbose=0)
+    n = (len(x) // BATCH_TRAIN) * BATCH_TRAIN
+
+    def run() -> float:
+        start = time.perf_counter()
+        model.fit(ds, epochs=1, verbose=0)
+        return n / (time.perf_counter() - start)
+
+    return run
 
 
-def time_predict_classic(model: Any, x: np.ndarray) -> tuple[float, np.ndarray]:
-    """Images/s of ``model.predict`` on numpy (float32 probabilities back), and the labels."""
+def predict_classic_step(model: Any, x: np.ndarray) -> Callable[[], float]:
+    """Callable timing ``model.predict`` on numpy (float32 probabilities back) + argmax."""
     model.predict(x[:BATCH_PREDICT_CLASSIC], batch_size=BATCH_PREDICT_CLASSIC, verbose=0)
-    start = time.perf_counter()
-    probs = model.predict(x, batch_size=BATCH_PREDICT_CLASSIC, verbose=0)
-    labels = probs.argmax(-1).astype(np.uint8)
-    return len(x) / (time.perf_counter() - start), labels
+
+    def run() -> float:
+        start = time.perf_counter()
+        probs = model.predict(x, batch_size=BATCH_PREDICT_CLASSIC, verbose=0)
+        probs.argmax(-1).astype(np.uint8)
+        return len(x) / (time.perf_counter() - start)
+
+    return run
 
 
 def streaming_predictor(model: Any, jit: bool) -> Callable[[Any], Any]:
@@ -131,17 +144,37 @@ def streaming_predictor(model: Any, jit: bool) -> Callable[[Any], Any]:
     return labels
 
 
-def time_predict_project(model: Any, x: np.ndarray, jit: bool) -> tuple[float, np.ndarray]:
-    """Images/s of the streaming path: tf.data batches -> compiled fn -> uint8 labels."""
+def predict_project_step(model: Any, x: np.ndarray, jit: bool) -> Callable[[], float]:
+    """Callable timing the streaming path: tf.data batches -> compiled fn -> uint8 labels."""
     import tensorflow as tf
 
     fn = streaming_predictor(model, jit)
     fn(tf.constant(x[:BATCH_PREDICT_PROJECT]))  # trace/compile once
     ds = tf.data.Dataset.from_tensor_slices(x).batch(BATCH_PREDICT_PROJECT).prefetch(2)
-    start = time.perf_counter()
-    out = [fn(b).numpy() for b in ds]
-    labels = np.concatenate(out)
-    return len(x) / (time.perf_counter() - start), labels
+
+    def run() -> float:
+        start = time.perf_counter()
+        np.concatenate([fn(b).numpy() for b in ds])
+        return len(x) / (time.perf_counter() - start)
+
+    return run
+
+
+def interleaved(paths: dict[str, Callable[[], float]], reps: int,
+                peaks: list[float] | None = None, n: int = 2048) -> dict[str, list[float]]:
+    """Run every path ``reps`` times, round-robin, so load changes hit all paths alike.
+
+    With ``peaks`` a matmul GFLOP/s sample is appended each round too, so the peak reference
+    is measured under the same (shared-machine) conditions as the paths.
+    """
+    out: dict[str, list[float]] = {name: [] for name in paths}
+    for rep in range(reps):
+        for name, run in paths.items():
+            out[name].append(run())
+            print(f"  rep {rep + 1}/{reps} {name}: {out[name][-1]:.2f} img/s", flush=True)
+        if peaks is not None:
+            peaks.append(matmul_gflops(n, reps=5, rounds=1))
+    return out
 
 
 def load_data(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
@@ -195,42 +228,41 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: resnet18, few patches")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 7; quick 2)")
     ap.add_argument("--jit", choices=["auto", "on", "off"], default="off",
-                    help="XLA for the project's path; auto measures with and without and keeps "
-                         "the faster (XLA compiles for minutes on 2 cores and was slower there)")
+                    help="XLA for the project's path; auto measures with and without (XLA compiles "
+                         "for minutes on 2 cores and was slower there)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     out_path = args.out or (C.RESULTS / ("quick" if args.quick else "") / "throughput.json")
     C.set_seed(args.seed)
     backbone = "resnet18" if args.quick else "resnet34"
+    reps = args.reps or (2 if args.quick else 7)
     x, y, source = load_data(args.quick)
+    n_train, n_pred = (32, 32) if args.quick else (TRAIN_CHUNK, PRED_CHUNK)
     if args.quick:
-        x, y = x[:32], y[:32]
         args.jit = "off"
-    warm = 2
     precision = "mixed_bfloat16" if bf16_supported() else "float32"
     init = _init_weights(backbone)
-
-    peak = matmul_gflops(1024 if args.quick else 2048)
-    print(f"fp32 matmul: {peak:.1f} GFLOP/s", flush=True)
-    res: dict[str, Any] = {}
-    res["train_classic"] = time_train_classic(build(backbone, init, "float32"), x, y, warm)
-    print(f"train classic (fit numpy fp32): {res['train_classic']:.2f} img/s", flush=True)
+    n_mm = 1024 if args.quick else 2048
+    peaks = [matmul_gflops(n_mm)]
+    print(f"fp32 matmul: {peaks[0]:.1f} GFLOP/s", flush=True)
+    xt, yt, xp = x[:n_train], y[:n_train], x[:n_pred]
     jits = {"auto": [False, True], "on": [True], "off": [False]}[args.jit]
-    variants: dict[str, float] = {}
-    for jit in jits:
-        for prec in dict.fromkeys(["float32", precision]):
-            key = f"{prec}{'+xla' if jit else ''}"
-            variants[f"train {key}"] = time_train_project(build(backbone, init, prec), x, y, warm, jit)
-            print(f"train project tf.data {key}: {variants[f'train {key}']:.2f} img/s", flush=True)
-    res["predict_classic"], _ = time_predict_classic(build(backbone, init, "float32"), x)
-    print(f"predict classic (predict numpy fp32): {res['predict_classic']:.2f} img/s", flush=True)
-    for jit in jits:
-        for prec in dict.fromkeys(["float32", precision]):
-            key = f"{prec}{'+xla' if jit else ''}"
-            variants[f"predict {key}"], _ = time_predict_project(build(backbone, init, prec), x, jit)
-            print(f"predict project streaming {key}: {variants[f'predict {key}']:.2f} img/s", flush=True)
-    _write(out_path, args, res, variants, peak, precision, source, backbone, x.shape)
+    keys = [f"{p}{'+xla' if j else ''}" for j in jits for p in dict.fromkeys(["float32", precision])]
+    train_paths = {"classic": train_classic_step(build(backbone, init, "float32"), xt, yt)}
+    pred_paths = {"classic": predict_classic_step(build(backbone, init, "float32"), xp)}
+    for key in keys:
+        prec, jit = key.split("+")[0], key.endswith("+xla")
+        train_paths[key] = train_project_step(build(backbone, init, prec), xt, yt, jit)
+        pred_paths[key] = predict_project_step(build(backbone, init, prec), xp, jit)
+    print("training (images/s per repetition):", flush=True)
+    train = interleaved(train_paths, reps, peaks, n_mm)
+    print("prediction (images/s per repetition):", flush=True)
+    pred = interleaved(pred_paths, reps, peaks, n_mm)
+    peak = max(peaks)
+    print(f"fp32 matmul, best of {len(peaks)} samples: {peak:.1f} GFLOP/s", flush=True)
+    _write(out_path, args, train, pred, peak, precision, source, backbone, x.shape, reps)
 
 
 def _init_weights(backbone: str) -> list[np.ndarray]:
@@ -240,67 +272,84 @@ def _init_weights(backbone: str) -> list[np.ndarray]:
     return build_unet(backbone).get_weights()
 
 
-def _best(variants: dict[str, float], kind: str) -> tuple[str, float]:
-    """The fastest project variant of ``kind`` ("train" or "predict")."""
-    items = {k: v for k, v in variants.items() if k.startswith(kind)}
+def _best(samples: dict[str, list[float]]) -> tuple[str, float]:
+    """The project variant with the highest best-of-N images/s."""
+    items = {k: max(v) for k, v in samples.items() if k != "classic"}
     name = max(items, key=items.get)
     return name, items[name]
 
 
-def _write(out_path: Path, args: Any, res: dict, variants: dict, peak: float, precision: str,
-           source: str, backbone: str, shape: tuple) -> None:
+def _write(out_path: Path, args: Any, train: dict, pred: dict, peak: float, precision: str,
+           source: str, backbone: str, shape: tuple, reps: int) -> None:
     """Assemble ratios, fractions of peak and the precision check; print and write JSON."""
-    train_name, train_ips = _best(variants, "train")
-    pred_name, pred_ips = _best(variants, "predict")
+    train_name, train_ips = _best(train)
+    pred_name, pred_ips = _best(pred)
+    train_c, pred_c = max(train["classic"]), max(pred["classic"])
     fwd = FORWARD_GFLOP_128 * (shape[1] * shape[2]) / (128 * 128)
 
     def frac(ips: float, factor: float) -> float:
         return round(ips * fwd * factor / peak, 4)
 
+    def med(v: list[float]) -> float:
+        return round(float(np.median(v)), 3)
+
     out = {
-        "train_images_per_s_classic": round(res["train_classic"], 3),
+        "train_images_per_s_classic": round(train_c, 3),
         "train_images_per_s_project": round(train_ips, 3),
-        "predict_images_per_s_classic": round(res["predict_classic"], 3),
+        "predict_images_per_s_classic": round(pred_c, 3),
         "predict_images_per_s_project": round(pred_ips, 3),
-        "train_ratio": round(train_ips / res["train_classic"], 3),
-        "predict_ratio": round(pred_ips / res["predict_classic"], 3),
+        "train_ratio": round(train_ips / train_c, 3),
+        "predict_ratio": round(pred_ips / pred_c, 3),
+        "median_train_ratio": round(med(train[train_name]) / med(train["classic"]), 3),
+        "median_predict_ratio": round(med(pred[pred_name]) / med(pred["classic"]), 3),
+        "statistic": f"best of {reps} interleaved repetitions per path (the machine is shared; "
+                     "the best repetition is the one least disturbed); medians also given",
         "matmul_gflops": round(peak, 1),
         "fraction_of_peak": {
-            "train_classic": frac(res["train_classic"], TRAIN_FACTOR),
+            "train_classic": frac(train_c, TRAIN_FACTOR),
             "train_project": frac(train_ips, TRAIN_FACTOR),
-            "predict_classic": frac(res["predict_classic"], 1.0),
+            "predict_classic": frac(pred_c, 1.0),
             "predict_project": frac(pred_ips, 1.0),
-            "note": f"images/s x {FORWARD_GFLOP_128} GFLOP per 128x128 forward pass "
-                    f"(x{TRAIN_FACTOR} for training) / fp32 matmul GFLOP/s",
+            "note": f"images/s x {FORWARD_GFLOP_128} GFLOP per 128x128 forward pass of "
+                    f"Unet-resnet34 (x{TRAIN_FACTOR} for training) / fp32 matmul GFLOP/s (best "
+                    "sample, interleaved with the paths); bf16 paths can exceed 1 (the peak is fp32)"
+                    + ("; quick runs use resnet18, so the fractions are not meaningful" if args.quick else ""),
         },
-        "project_train_path": train_name.split(" ", 1)[1] + " (tf.data, prefetch)",
-        "project_predict_path": pred_name.split(" ", 1)[1] + " (tf.data, compiled tf.function, argmax in graph)",
-        "all_variants_images_per_s": {k: round(v, 3) for k, v in variants.items()},
+        "project_train_path": f"{train_name} (tf.data, prefetch, model.fit)",
+        "project_predict_path": f"{pred_name} (tf.data, compiled tf.function, argmax in graph, uint8 out)",
+        "classic_paths": "model.fit(numpy, batch 16) / model.predict(numpy, batch 32) + numpy argmax, float32",
+        "samples_images_per_s": {
+            "train": {k: [round(v, 3) for v in vs] for k, vs in train.items()},
+            "predict": {k: [round(v, 3) for v in vs] for k, vs in pred.items()},
+        },
         "model": f"Unet-{backbone}, input 128x128x1, 4 classes, encoder_weights=None",
-        "images": int(shape[0]),
+        "images_per_repetition": {"train": TRAIN_CHUNK if not args.quick else 32,
+                                  "predict": PRED_CHUNK if not args.quick else 32},
         "batch_train": BATCH_TRAIN,
         "batch_predict": {"classic": BATCH_PREDICT_CLASSIC, "project": BATCH_PREDICT_PROJECT},
-        "data": source,
+        "data": source + " (training patches of the slices protocol)",
         "seeds": {"seed": args.seed},
         **C.stamp(),
     }
-    adopted = {p for p in (out["project_train_path"], out["project_predict_path"]) if "bfloat16" in p}
-    if adopted:
-        model_path = C.MODEL_DIR / f"slices_project{'_quick' if args.quick else ''}.keras"
-        if not model_path.exists():
-            model_path = C.MODEL_DIR / f"slices_classic{'_quick' if args.quick else ''}.keras"
-        if model_path.exists():
-            out["precision_check"] = precision_check(model_path, args.quick, precision, "xla" in pred_name)
-        else:
-            out["precision_check"] = f"no trained model in {C.MODEL_DIR}: run accuracy.py first"
+    if "bfloat16" in train_name or "bfloat16" in pred_name:
+        out["precision_check"] = _precision(args.quick, precision, "xla" in pred_name)
     for key in ("train_images_per_s_classic", "train_images_per_s_project", "train_ratio",
-                "predict_images_per_s_classic", "predict_images_per_s_project", "predict_ratio",
-                "matmul_gflops", "fraction_of_peak", "project_train_path", "project_predict_path",
-                "precision_check"):
+                "median_train_ratio", "predict_images_per_s_classic", "predict_images_per_s_project",
+                "predict_ratio", "median_predict_ratio", "matmul_gflops", "fraction_of_peak",
+                "project_train_path", "project_predict_path", "precision_check"):
         if key in out:
             print(f"{key}: {out[key]}", flush=True)
     C.write_json(out_path, out)
     print(f"wrote {out_path}", flush=True)
+
+
+def _precision(quick: bool, precision: str, jit: bool) -> Any:
+    """Precision check on the project's trained slices model (else the classic one)."""
+    for recipe in ("project", "classic"):
+        path = C.MODEL_DIR / f"slices_{recipe}{'_quick' if quick else ''}.keras"
+        if path.exists():
+            return precision_check(path, quick, precision, jit)
+    return f"no trained model in {C.MODEL_DIR}: run accuracy.py first"
 
 
 if __name__ == "__main__":

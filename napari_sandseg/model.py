@@ -480,7 +480,9 @@ def check_compatible(info: ModelInfo, volume: np.ndarray | None = None, class_ma
             raise InputError(f"volume dtype {vol.dtype} is not numeric")
         if vol.size:
             step = max(1, vol.shape[0] // 16) if vol.ndim == 3 else 1
-            sample = np.asarray(vol[::step] if vol.ndim == 3 else vol)
+            sample = np.asarray(vol[::step] if vol.ndim == 3 else vol).reshape(-1)
+            # At most ~1M voxels go to float64: 16 slices of 2048^2 would need 0.5 GB, twice.
+            sample = sample[:: max(1, sample.size // 1_000_000)]
             lo, hi = np.percentile(sample.astype(np.float64), [0.5, 99.5])
             norm = info.normalization
             if hi < norm.low or lo > norm.high:

@@ -141,6 +141,7 @@ def _role(cmdline: list[str]) -> str:
 def run_measured(cmd: list[str], budget: int, log) -> dict[str, Any]:
     """Run ``cmd``, sampling its process tree; wall time, peaks per process and for the tree."""
     log("$ " + " ".join(cmd))
+    load_before = list(os.getloadavg())  # the machine is shared: say how busy it was
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     monitor = TreeMonitor(proc.pid)
@@ -160,6 +161,8 @@ def run_measured(cmd: list[str], budget: int, log) -> dict[str, Any]:
         "peak_rss_largest_process_bytes": peak_process,
         "peak_rss_tree_bytes": monitor.peak_total,
         "every_process_within_budget": all(p["peak_rss_bytes"] <= budget for p in processes),
+        "load_average_before": load_before,
+        "load_average_after": list(os.getloadavg()),
         "processes": processes,
     }
 

@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"))
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="passed to the CLI as --batch-size (default: the CLI's default, 8)")
     ap.add_argument("--time-limit", type=float, default=None,
                     help="stop the CLI after this many seconds and record the peak so far")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temp folder, removed after")
@@ -189,6 +191,8 @@ def measure(work: Path, shape: tuple[int, int, int], args: Any) -> dict[str, Any
     prep = time.perf_counter() - t0
     cmd = [sys.executable, "-m", "napari_sandseg.cli", "predict", "--model", str(model),
            "--images", str(images), "--out", str(labels)]
+    if args.batch_size is not None:
+        cmd += ["--batch-size", str(args.batch_size)]
     print("running: " + " ".join(cmd), flush=True)
     run = run_and_watch(cmd, work / "cli.log", work, args.time_limit)
     done_slices = shape[0]
@@ -210,8 +214,8 @@ def measure(work: Path, shape: tuple[int, int, int], args: Any) -> dict[str, Any
         "volume_content": "synthetic uint8 (blocky 4-level pattern + noise), written page by page",
         "model": f"untrained Unet-{args.backbone} (encoder_weights=None), 4 classes: memory only, "
                  "accuracy irrelevant",
-        "cli_command": "python -m napari_sandseg.cli predict --model M.keras --images I.tif "
-                       "--out P.tif (CLI defaults: batch size 8, no TTA)",
+        "cli_command": " ".join(cmd[1:]),
+        "cli_batch_size": args.batch_size or "CLI default (8)",
         "rss_measurement": "max of psutil polling of the child (20 ms) and "
                            "getrusage(RUSAGE_CHILDREN).ru_maxrss",
         "completed": not run["timed_out"],

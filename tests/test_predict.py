@@ -156,3 +156,14 @@ def test_predict_file_refuses_overwrite_and_cleans_up_on_cancel(model_file, volu
                      cancel=cancel, progress=lambda d, t: cancel.set())
     assert out.read_bytes() == b"previous"  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images.tif", "labels.tif"]
+
+
+def test_slab_size_caps_pixels_per_model_call():
+    """Big slices are predicted a few at a time so memory stays bounded; small ones batch fully."""
+    from napari_sandseg.predict import MAX_PIXELS_PER_CALL, slab_size
+
+    assert slab_size(8, 128, 128) == 8
+    assert slab_size(8, 1024, 996) == 1  # padded to 1024 x 1024: one slice per call
+    assert slab_size(8, 512, 512) == 4
+    assert slab_size(8, 4096, 4096) == 1  # never zero
+    assert slab_size(8, 700, 700) * 704 * 704 <= MAX_PIXELS_PER_CALL

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", required=True, type=Path, help="label stack with the same shape")
     p.add_argument("--out", required=True, type=Path, help="model file to write (.keras; a .json sidecar goes beside it)")
     p.add_argument("--preset", choices=_preset_names(), default=None,
-                   help="start from a named recipe (default: the project's recipe)")
+                   help="start from a named recipe (default: 'project'; 'classic' is the reference notebook's)")
     p.add_argument("--backbone", default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -126,7 +126,7 @@ def check_output(path: Path, overwrite: bool) -> None:
 def _train_config(args: argparse.Namespace):
     from .config import TrainConfig
 
-    config = TrainConfig.preset(args.preset) if args.preset else TrainConfig()
+    config = TrainConfig.preset(args.preset) if args.preset else TrainConfig.default()
     overrides = {
         "backbone": args.backbone,
         "epochs": args.epochs,
@@ -444,7 +444,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"1/4 sample: {images_path}, {masks_path}")
     images = read_volume(images_path)
     targets, class_map = read_mask(masks_path)
-    config = TrainConfig(backbone=args.backbone, epochs=args.epochs, batch_size=8, patience=args.epochs)
+    config = TrainConfig.default(backbone=args.backbone, epochs=args.epochs, batch_size=8, patience=args.epochs)
     config.validate()
     model_path = out / "model.keras"
     print(f"2/4 train: {config.backbone}, {config.epochs} epochs on {images.shape[0]} slices")

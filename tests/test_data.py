@@ -286,3 +286,14 @@ def test_masked_accuracy_counts_annotated_pixels_only():
     y[0, 0, 0, 0] = y[0, 0, 1, 1] = 1  # pixels 2, 3 ignored
     p = np.array([[[[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.1, 0.9]]]], np.float32)
     assert float(masked_accuracy(y, p)) == pytest.approx(0.5)
+
+
+def test_default_recipe_is_the_project_preset_and_classic_stays_available():
+    from napari_sandseg.config import DEFAULT_PRESET, TrainConfig
+
+    default, classic = TrainConfig.default(), TrainConfig.classic()
+    assert DEFAULT_PRESET == "project"
+    assert (default.loss, default.augment, default.lr_schedule) == ("ce_dice", True, "cosine")
+    assert (classic.loss, classic.augment, classic.lr_schedule, classic.patience) == ("ce", False, "constant", 5)
+    assert (classic.backbone, classic.epochs, classic.batch_size) == ("resnet34", 50, 16)
+    default.validate()

@@ -87,7 +87,7 @@ class TrainWidget(SandsegWidget):
         from ..config import TrainConfig
         from ..model import SUPPORTED_BACKBONES
 
-        defaults = TrainConfig()
+        defaults = TrainConfig.default()
         self._run = 0
         self._busy = False
         self._device_job: Job | None = None
@@ -184,7 +184,7 @@ class TrainWidget(SandsegWidget):
         """The :class:`TrainConfig` the controls describe."""
         from ..config import TrainConfig
 
-        return TrainConfig(
+        return TrainConfig.default(
             backbone=self.backbone.currentText(), epochs=self.epochs.value(), batch_size=self.batch_size.value(),
             learning_rate=self.learning_rate.value(), patience=self.patience.value(),
             val_fraction=round(self.val_fraction.value(), 4),

@@ -166,6 +166,7 @@ def predict_cluster(
     from .lazy import open_volume
     from .model import check_compatible, load_model
     from .outputs import slab_writer
+    from .predict import slab_size
 
     for name, value in (("batch_size", batch_size), ("batches_per_slab", batches_per_slab)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -179,7 +180,9 @@ def predict_cluster(
     volume = open_volume(images_path)
     check_compatible(info, volume)
     label_dtype = info.class_map.decode(np.zeros(1, np.uint8)).dtype
-    slabs = slab_ranges(volume.shape[0], batch_size, batches_per_slab)
+    # Slabs are whole multiples of the model call size iter_predict will use (lowered for big
+    # slices), so workers run exactly the single-process batches.
+    slabs = slab_ranges(volume.shape[0], slab_size(batch_size, *volume.shape[1:]), batches_per_slab)
 
     own_client = client is None
     client = connect(scheduler, workers) if own_client else client

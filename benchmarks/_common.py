@@ -236,49 +236,26 @@ def _predict_batches(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 def confusion(truth: np.ndarray, pred: np.ndarray, k: int = N_CLASSES) -> np.ndarray:
     """Confusion matrix via the engine's metrics (rows truth, columns prediction)."""
-    try:
-        from napari_sandseg.metrics import confusion_matrix
-    except ImportError:  # engine metrics not installed yet: same definition, see metrics_impl()
-        idx = truth.astype(np.int64).ravel() * k + pred.astype(np.int64).ravel()
-        return np.bincount(idx, minlength=k * k).reshape(k, k)
+    from napari_sandseg.metrics import confusion_matrix
+
     return np.asarray(confusion_matrix(truth, pred, k), dtype=np.int64)
 
 
 def metrics_impl() -> str:
     """Which metrics implementation produced the figures (recorded in every JSON)."""
-    try:
-        import napari_sandseg.metrics  # noqa: F401
-    except ImportError:
-        return "benchmarks/_common.py fallback (TP/(TP+FP+FN)); napari_sandseg.metrics absent"
     return "napari_sandseg.metrics"
 
 
 def report(cm: np.ndarray) -> dict[str, Any]:
     """JSON-safe IoU report from a confusion matrix, by the engine's metrics."""
-    try:
-        from napari_sandseg.metrics import report_from_confusion, to_json_dict
-    except ImportError:
-        rep = _fallback_report(np.asarray(cm))
-    else:
-        rep = to_json_dict(report_from_confusion(np.asarray(cm), names=list(CLASS_NAMES)))
+    from napari_sandseg.metrics import report_from_confusion, to_json_dict
+
+    rep = to_json_dict(report_from_confusion(np.asarray(cm), names=list(CLASS_NAMES)))
     return {
         "per_class_iou": dict(zip(CLASS_NAMES, _as_list(rep["per_class_iou"]))),
         "mean_iou": rep["mean_iou"],
         "pixel_accuracy": rep["pixel_accuracy"],
         "confusion_matrix": np.asarray(cm).tolist(),
-    }
-
-
-def _fallback_report(cm: np.ndarray) -> dict[str, Any]:
-    """Per-class IoU TP/(TP+FP+FN) as in CONTRACTS.md, for when the engine metrics are absent."""
-    cm = cm.astype(np.float64)
-    tp = np.diag(cm)
-    denom = cm.sum(0) + cm.sum(1) - tp
-    iou = np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
-    return {
-        "per_class_iou": [None if np.isnan(v) else float(v) for v in iou],
-        "mean_iou": float(np.nanmean(iou)),
-        "pixel_accuracy": float(tp.sum() / max(cm.sum(), 1)),
     }
 
 

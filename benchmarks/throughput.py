@@ -9,10 +9,14 @@ Measured, back to back in this process:
 
 * the machine's fp32 matmul GFLOP/s (TensorFlow, square matrices) as the peak reference;
 * training images/s: classic (``model.fit`` on numpy, fp32) against the project's path
-  (``tf.data`` pipeline, bfloat16 mixed precision where the CPU has AVX512_BF16, optional XLA);
+  (``tf.data`` pipeline, batch norm as one fused op (``napari_sandseg.fused_bn``), bfloat16
+  mixed precision where the CPU has AVX512_BF16, optional XLA);
 * prediction images/s: classic (``model.predict`` on numpy) against the project's path
   (compiled ``tf.function`` over ``tf.data`` batches, argmax in the graph so only uint8
   labels come back: what a streaming predict needs);
+* for every path and repetition also the process CPU milliseconds per image: the shared
+  machine sometimes withholds CPU (wall time stretches while CPU time does not), so the CPU
+  figures show the work each path needs independently of that;
 * for every reduced precision adopted: the held-out mean IoU (slices 0 and 9, full size) of
   the same trained weights in fp32 and in the reduced precision.
 
@@ -23,6 +27,7 @@ training patches of the slices protocol). Results go to ``benchmarks/results/thr
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -38,7 +43,7 @@ TRAIN_FACTOR = 3.0
 BATCH_TRAIN = 16
 BATCH_PREDICT_CLASSIC = 32  # model.predict's default, as the classic notebook calls it
 BATCH_PREDICT_PROJECT = 64
-TRAIN_CHUNK = 64  # images per timed training repetition (4 steps of 16)
+TRAIN_CHUNK = 128  # images per timed training repetition (8 steps of 16)
 PRED_CHUNK = 128  # images per timed prediction repetition
 
 
@@ -64,11 +69,13 @@ def bf16_supported() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & C._cpu_flags())
 
 
-def build(backbone: str, weights: list[np.ndarray], precision: str) -> Any:
+def build(backbone: str, weights: list[np.ndarray], precision: str, fused: bool = False) -> Any:
     """The Unet in ``precision`` ("float32" or "mixed_bfloat16") with the given weights.
 
     Under mixed precision the softmax output is cast back to float32 so the loss and the
-    argmax see float32 (variables stay float32 either way).
+    argmax see float32 (variables stay float32 either way). With ``fused`` every batch norm
+    is the engine's :class:`~napari_sandseg.fused_bn.FusedBatchNormalization` (same weights,
+    same results, one fused kernel).
     """
     import keras
 
@@ -83,26 +90,29 @@ def build(backbone: str, weights: list[np.ndarray], precision: str) -> Any:
     finally:
         keras.mixed_precision.set_global_policy("float32")
     model.set_weights(weights)
+    if fused:
+        from napari_sandseg.fused_bn import fused_copy
+
+        model = fused_copy(model)
     return model
 
 
-def train_classic_step(model: Any, x: np.ndarray, y: np.ndarray) -> Callable[[], float]:
-    """Compile for the classic path; return a callable timing one ``model.fit`` on numpy."""
+def train_classic_step(model: Any, x: np.ndarray, y: np.ndarray) -> Callable[[], int]:
+    """Compile for the classic path; return a callable running one ``model.fit`` on numpy."""
     import keras
 
     model.compile(keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
     model.fit(x[: 2 * BATCH_TRAIN], y[: 2 * BATCH_TRAIN], batch_size=BATCH_TRAIN, epochs=1, verbose=0)
 
-    def run() -> float:
-        start = time.perf_counter()
+    def run() -> int:
         model.fit(x, y, batch_size=BATCH_TRAIN, epochs=1, verbose=0, shuffle=True)
-        return len(x) / (time.perf_counter() - start)
+        return len(x)
 
     return run
 
 
-def train_project_step(model: Any, x: np.ndarray, y: np.ndarray, jit: bool) -> Callable[[], float]:
-    """Compile for the project path; return a callable timing one fit on a tf.data pipeline."""
+def train_project_step(model: Any, x: np.ndarray, y: np.ndarray, jit: bool) -> Callable[[], int]:
+    """Compile for the project path; return a callable running one fit on a tf.data pipeline."""
     import keras
     import tensorflow as tf
 
@@ -112,23 +122,21 @@ def train_project_step(model: Any, x: np.ndarray, y: np.ndarray, jit: bool) -> C
     model.fit(ds.take(2), epochs=1, verbose=0)
     n = (len(x) // BATCH_TRAIN) * BATCH_TRAIN
 
-    def run() -> float:
-        start = time.perf_counter()
+    def run() -> int:
         model.fit(ds, epochs=1, verbose=0)
-        return n / (time.perf_counter() - start)
+        return n
 
     return run
 
 
-def predict_classic_step(model: Any, x: np.ndarray) -> Callable[[], float]:
+def predict_classic_step(model: Any, x: np.ndarray) -> Callable[[], int]:
     """Callable timing ``model.predict`` on numpy (float32 probabilities back) + argmax."""
     model.predict(x[:BATCH_PREDICT_CLASSIC], batch_size=BATCH_PREDICT_CLASSIC, verbose=0)
 
-    def run() -> float:
-        start = time.perf_counter()
+    def run() -> int:
         probs = model.predict(x, batch_size=BATCH_PREDICT_CLASSIC, verbose=0)
         probs.argmax(-1).astype(np.uint8)
-        return len(x) / (time.perf_counter() - start)
+        return len(x)
 
     return run
 
@@ -144,7 +152,7 @@ def streaming_predictor(model: Any, jit: bool) -> Callable[[Any], Any]:
     return labels
 
 
-def predict_project_step(model: Any, x: np.ndarray, jit: bool) -> Callable[[], float]:
+def predict_project_step(model: Any, x: np.ndarray, jit: bool) -> Callable[[], int]:
     """Callable timing the streaming path: tf.data batches -> compiled fn -> uint8 labels."""
     import tensorflow as tf
 
@@ -152,26 +160,34 @@ def predict_project_step(model: Any, x: np.ndarray, jit: bool) -> Callable[[], f
     fn(tf.constant(x[:BATCH_PREDICT_PROJECT]))  # trace/compile once
     ds = tf.data.Dataset.from_tensor_slices(x).batch(BATCH_PREDICT_PROJECT).prefetch(2)
 
-    def run() -> float:
-        start = time.perf_counter()
+    def run() -> int:
         np.concatenate([fn(b).numpy() for b in ds])
-        return len(x) / (time.perf_counter() - start)
+        return len(x)
 
     return run
 
 
-def interleaved(paths: dict[str, Callable[[], float]], reps: int,
-                peaks: list[float] | None = None, n: int = 2048) -> dict[str, list[float]]:
+def interleaved(paths: dict[str, Callable[[], int]], reps: int, peaks: list[float] | None = None,
+                n: int = 2048, cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """Run every path ``reps`` times, round-robin, so load changes hit all paths alike.
 
-    With ``peaks`` a matmul GFLOP/s sample is appended each round too, so the peak reference
-    is measured under the same (shared-machine) conditions as the paths.
+    Each path returns how many images it processed; this times it (wall clock) and returns
+    images/s per repetition. With ``cpu`` the process CPU milliseconds per image (user +
+    system, all threads) are appended too: unlike wall time they do not grow when the shared
+    machine withholds CPU, so they show the work each path needs. With ``peaks`` a matmul
+    GFLOP/s sample is appended each round, measured under the same conditions as the paths.
     """
     out: dict[str, list[float]] = {name: [] for name in paths}
     for rep in range(reps):
         for name, run in paths.items():
-            out[name].append(run())
-            print(f"  rep {rep + 1}/{reps} {name}: {out[name][-1]:.2f} img/s", flush=True)
+            c0, start = os.times(), time.perf_counter()
+            images = run()
+            wall, c1 = time.perf_counter() - start, os.times()
+            out[name].append(images / wall)
+            cpu_ms = 1000 * ((c1.user - c0.user) + (c1.system - c0.system)) / images
+            if cpu is not None:
+                cpu.setdefault(name, []).append(cpu_ms)
+            print(f"  rep {rep + 1}/{reps} {name}: {out[name][-1]:.2f} img/s, {cpu_ms:.1f} CPU ms/img", flush=True)
         if peaks is not None:
             peaks.append(matmul_gflops(n, reps=5, rounds=1))
     return out
@@ -186,8 +202,9 @@ def load_data(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
     return x, y, source
 
 
-def precision_check(model_path: Path, quick: bool, precision: str, jit: bool) -> dict[str, Any]:
-    """Held-out mean IoU of one trained model in fp32 and in ``precision`` (same weights)."""
+def precision_check(model_path: Path, quick: bool, precision: str, jit: bool, fused: bool) -> dict[str, Any]:
+    """Held-out mean IoU of one trained model in fp32 and in ``precision`` (same weights, same
+    batch-norm implementation as the adopted path)."""
     import keras
 
     trained = keras.models.load_model(model_path, compile=False)
@@ -196,9 +213,9 @@ def precision_check(model_path: Path, quick: bool, precision: str, jit: bool) ->
     test = split.test["slices 0 and 9"]
     norm = _normalizer_for(model_path)
     backbone = _backbone_of(model_path)
-    out: dict[str, Any] = {"model": str(model_path), "test_set": "slices 0 and 9, full size"}
+    out: dict[str, Any] = {"model": str(model_path), "test_set": "slices 0 and 9, full size", "fused_batchnorm": fused}
     for name, prec in (("float32", "float32"), (precision, precision)):
-        model = build(backbone, trained.get_weights(), prec)  # fresh: the file may hold bf16 layers
+        model = build(backbone, trained.get_weights(), prec, fused)  # fresh: the file may hold bf16 layers
         fn = streaming_predictor(model, jit and prec != "float32")
         padded, (h, w) = C.pad_to_multiple(norm(test[0]))
         pred = np.concatenate([fn(padded[i : i + 1, ..., None]).numpy() for i in range(len(padded))])
@@ -249,20 +266,24 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fp32 matmul: {peaks[0]:.1f} GFLOP/s", flush=True)
     xt, yt, xp = x[:n_train], y[:n_train], x[:n_pred]
     jits = {"auto": [False, True], "on": [True], "off": [False]}[args.jit]
-    keys = [f"{p}{'+xla' if j else ''}" for j in jits for p in dict.fromkeys(["float32", precision])]
+    # Project variants: each precision with the fused batch norm, and the best precision
+    # without it, so the contribution of each change shows in the samples.
+    variants = [(p, True) for p in dict.fromkeys(["float32", precision])] + [(precision, False)]
+    keys = [f"{p}{'+fusedbn' if f else ''}{'+xla' if j else ''}" for j in jits for p, f in variants]
     train_paths = {"classic": train_classic_step(build(backbone, init, "float32"), xt, yt)}
     pred_paths = {"classic": predict_classic_step(build(backbone, init, "float32"), xp)}
     for key in keys:
-        prec, jit = key.split("+")[0], key.endswith("+xla")
-        train_paths[key] = train_project_step(build(backbone, init, prec), xt, yt, jit)
-        pred_paths[key] = predict_project_step(build(backbone, init, prec), xp, jit)
+        prec, fused, jit = key.split("+")[0], "+fusedbn" in key, key.endswith("+xla")
+        train_paths[key] = train_project_step(build(backbone, init, prec, fused), xt, yt, jit)
+        pred_paths[key] = predict_project_step(build(backbone, init, prec, fused), xp, jit)
     print("training (images/s per repetition):", flush=True)
-    train = interleaved(train_paths, reps, peaks, n_mm)
+    cpu: dict[str, dict[str, list[float]]] = {"train": {}, "predict": {}}
+    train = interleaved(train_paths, reps, peaks, n_mm, cpu["train"])
     print("prediction (images/s per repetition):", flush=True)
-    pred = interleaved(pred_paths, reps, peaks, n_mm)
+    pred = interleaved(pred_paths, reps, peaks, n_mm, cpu["predict"])
     peak = max(peaks)
     print(f"fp32 matmul, best of {len(peaks)} samples: {peak:.1f} GFLOP/s", flush=True)
-    _write(out_path, args, train, pred, peak, precision, source, backbone, x.shape, reps)
+    _write(out_path, args, train, pred, peak, precision, source, backbone, x.shape, reps, cpu)
 
 
 def _init_weights(backbone: str) -> list[np.ndarray]:
@@ -280,7 +301,7 @@ def _best(samples: dict[str, list[float]]) -> tuple[str, float]:
 
 
 def _write(out_path: Path, args: Any, train: dict, pred: dict, peak: float, precision: str,
-           source: str, backbone: str, shape: tuple, reps: int) -> None:
+           source: str, backbone: str, shape: tuple, reps: int, cpu: dict) -> None:
     """Assemble ratios, fractions of peak and the precision check; print and write JSON."""
     train_name, train_ips = _best(train)
     pred_name, pred_ips = _best(pred)
@@ -302,6 +323,17 @@ def _write(out_path: Path, args: Any, train: dict, pred: dict, peak: float, prec
         "predict_ratio": round(pred_ips / pred_c, 3),
         "median_train_ratio": round(med(train[train_name]) / med(train["classic"]), 3),
         "median_predict_ratio": round(med(pred[pred_name]) / med(pred["classic"]), 3),
+        "cpu_ms_per_image": {
+            "train_classic": med(cpu["train"]["classic"]),
+            "train_project": med(cpu["train"][train_name]),
+            "predict_classic": med(cpu["predict"]["classic"]),
+            "predict_project": med(cpu["predict"][pred_name]),
+            "train_ratio": round(med(cpu["train"]["classic"]) / med(cpu["train"][train_name]), 3),
+            "predict_ratio": round(med(cpu["predict"]["classic"]) / med(cpu["predict"][pred_name]), 3),
+            "note": "median process CPU time (user + system, all threads) per image; the ratios are "
+                    "classic / project, i.e. how much less CPU work the project's path needs. Unlike "
+                    "wall time this does not change when the shared machine withholds CPU",
+        },
         "statistic": f"best of {reps} interleaved repetitions per path (the machine is shared; "
                      "the best repetition is the one least disturbed); medians also given",
         "matmul_gflops": round(peak, 1),
@@ -315,13 +347,15 @@ def _write(out_path: Path, args: Any, train: dict, pred: dict, peak: float, prec
                     "sample, interleaved with the paths); bf16 paths can exceed 1 (the peak is fp32)"
                     + ("; quick runs use resnet18, so the fractions are not meaningful" if args.quick else ""),
         },
-        "project_train_path": f"{train_name} (tf.data, prefetch, model.fit)",
+        "project_train_path": f"{train_name} (tf.data, prefetch, model.fit, batch {BATCH_TRAIN})",
         "project_predict_path": f"{pred_name} (tf.data, compiled tf.function, argmax in graph, uint8 out)",
         "classic_paths": "model.fit(numpy, batch 16) / model.predict(numpy, batch 32) + numpy argmax, float32",
         "samples_images_per_s": {
             "train": {k: [round(v, 3) for v in vs] for k, vs in train.items()},
             "predict": {k: [round(v, 3) for v in vs] for k, vs in pred.items()},
         },
+        "samples_cpu_ms_per_image": {part: {k: [round(v, 2) for v in vs] for k, vs in d.items()}
+                                     for part, d in cpu.items()},
         "model": f"Unet-{backbone}, input 128x128x1, 4 classes, encoder_weights=None",
         "images_per_repetition": {"train": TRAIN_CHUNK if not args.quick else 32,
                                   "predict": PRED_CHUNK if not args.quick else 32},
@@ -332,10 +366,10 @@ def _write(out_path: Path, args: Any, train: dict, pred: dict, peak: float, prec
         **C.stamp(),
     }
     if "bfloat16" in train_name or "bfloat16" in pred_name:
-        out["precision_check"] = _precision(args.quick, precision, "xla" in pred_name)
+        out["precision_check"] = _precision(args.quick, precision, "xla" in pred_name, "fusedbn" in train_name)
     for key in ("train_images_per_s_classic", "train_images_per_s_project", "train_ratio",
                 "median_train_ratio", "predict_images_per_s_classic", "predict_images_per_s_project",
-                "predict_ratio", "median_predict_ratio", "matmul_gflops", "fraction_of_peak",
+                "predict_ratio", "median_predict_ratio", "cpu_ms_per_image", "matmul_gflops", "fraction_of_peak",
                 "project_train_path", "project_predict_path", "precision_check"):
         if key in out:
             print(f"{key}: {out[key]}", flush=True)
@@ -343,12 +377,12 @@ def _write(out_path: Path, args: Any, train: dict, pred: dict, peak: float, prec
     print(f"wrote {out_path}", flush=True)
 
 
-def _precision(quick: bool, precision: str, jit: bool) -> Any:
+def _precision(quick: bool, precision: str, jit: bool, fused: bool) -> Any:
     """Precision check on the project's trained slices model (else the classic one)."""
     for recipe in ("project", "classic"):
         path = C.MODEL_DIR / f"slices_{recipe}{'_quick' if quick else ''}.keras"
         if path.exists():
-            return precision_check(path, quick, precision, jit)
+            return precision_check(path, quick, precision, jit, fused)
     return f"no trained model in {C.MODEL_DIR}: run accuracy.py first"
 
 

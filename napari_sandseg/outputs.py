@@ -111,7 +111,12 @@ def _zarr_writer(target: Path, shape: tuple[int, ...], dtype: np.dtype, overwrit
             array.attrs["axes"] = "ZYX" if len(shape) == 3 else "ZYXC"
         except OSError as exc:
             raise OutputError(f"{target}: cannot write in {target.parent} ({exc.strerror or exc})") from exc
-        yield _ZarrWriter(array)
+        try:
+            yield _ZarrWriter(array)
+        except OSError as exc:  # disk full, quota, ...: said in words, like the TIFF writer does
+            from .io import write_failure
+
+            raise OutputError(f"{target}: {write_failure(exc)}; nothing was changed") from exc
         try:
             if target.exists():  # overwrite: a folder cannot be renamed over a non-empty one
                 shutil.rmtree(target) if target.is_dir() else target.unlink()

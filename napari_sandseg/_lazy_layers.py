@@ -55,3 +55,50 @@ def lazy_layer_data(path: Path, looks_like_labels) -> list[tuple[Any, dict[str, 
     if len(levels) > 1:
         return [([as_dask(level) for level in levels], {**kwargs, "multiscale": True}, "image")]
     return [(as_dask(levels[0]), kwargs, "image")]
+
+
+def lazy_labels(path: Path, class_map: ClassMap) -> Any:
+    """A label stack of original class values on disk as lazy Labels-layer values (class id + 1).
+
+    Parameters
+    ----------
+    path : Path
+        TIFF stack or zarr store, e.g. written by :func:`napari_sandseg.predict.predict_file`.
+    class_map : ClassMap
+        The classes the file holds; any other value raises when its slice is read.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(Z, Y, X)`` uint8, one chunk per slice.
+    """
+    volume = open_volume(path, check_finite=False)
+    codes = np.arange(1, class_map.n_classes + 1, dtype=np.uint8)  # layer value = id + 1
+    known = np.asarray(class_map.values).astype(volume.dtype)
+    return as_dask(MappedVolume(volume, known, codes, source=path.name))
+
+
+def lazy_array(path: Path, ndim: int) -> Any:
+    """An ``ndim``-D ``(Z, ...)`` array in a TIFF stack or zarr store (e.g. ``(Z, Y, X, K)`` probabilities), lazily.
+
+    A one-slice stack may be stored without its Z axis; it comes back with it.
+
+    Returns
+    -------
+    dask.array.Array
+        One chunk per slice, read when napari shows it.
+    """
+    import dask.array as da
+    import zarr
+
+    if is_zarr(path):
+        array = zarr.open_array(str(path), mode="r")
+    else:
+        import tifffile
+
+        array = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    shape = tuple(int(n) for n in array.shape)
+    one_slice = len(shape) == ndim - 1
+    chunks = shape if one_slice else (1,) + shape[1:]
+    data = da.from_array(array, chunks=chunks, name=False, lock=False, asarray=True, fancy=False)
+    return data[None] if one_slice else data

@@ -5,6 +5,7 @@ Runs in worker threads on arrays copied from layers (never on the layers themsel
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,11 @@ import numpy as np
 
 from ..classmap import ClassMap
 from ..io import write_labels, write_volume
+
+#: Suffixes a streamed segmentation may be written to (TIFF stack or zarr store).
+OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
+#: Files whose presence makes a folder a zarr store (v3, v2 array, v2 group).
+_ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
 
 @dataclass
@@ -90,11 +96,89 @@ def write_sparse_mask(path: Path, layer_values: np.ndarray, class_map: ClassMap 
 SPARSE_NOTE = "<note: masks hold layer values (0 = unpainted, k = class k-1); --sparse cannot express class value 0>"
 
 
-def snapshot_layer(layer: Any, state: Any, class_map: ClassMap | None = None) -> LayerSnapshot:
-    """Copy a layer's data and note its file, unless the layer was edited since it was read."""
+def layer_file(layer: Any, state: Any) -> Path | None:
+    """The file (or folder, or zarr store) a layer still matches, or None.
+
+    None when the layer was never read from disk, was painted since, or its file is gone.
+    """
     from .._layers import layer_source
 
     source = layer_source(layer)
-    if source is not None and (state.is_edited(layer) or not source.exists()):
-        source = None
-    return LayerSnapshot(layer.name, np.array(layer.data), source, class_map)
+    if source is None or state.is_edited(layer) or not source.exists():
+        return None
+    return source
+
+
+def is_lazy(layer: Any) -> bool:
+    """Whether a layer's data is not an in-memory numpy array (dask, zarr, multiscale levels).
+
+    Copying such data (:func:`snapshot_layer`) would read the whole volume into memory.
+    """
+    return bool(getattr(layer, "multiscale", False)) or not isinstance(layer.data, np.ndarray)
+
+
+def snapshot_layer(layer: Any, state: Any, class_map: ClassMap | None = None) -> LayerSnapshot:
+    """Copy a layer's data and note its file, unless the layer was edited since it was read."""
+    return LayerSnapshot(layer.name, np.array(layer.data), layer_file(layer, state), class_map)
+
+
+def default_output(image_name: str, source: Path | None, fallback: Path) -> Path:
+    """Where a streamed segmentation goes by default: ``<folder>/<image>_segmentation.tif``.
+
+    The folder is the image file's own (big scans live on disks with room for their labels)
+    when it is writable, else ``fallback`` (the session folder). A zarr input gives a zarr
+    output, anything else a TIFF.
+    """
+    folder = source.parent if source is not None and os.access(source.parent, os.W_OK) else fallback
+    suffix = ".zarr" if source is not None and source.suffix.lower() == ".zarr" else ".tif"
+    return folder / f"{safe_name(image_name)}_segmentation{suffix}"
+
+
+def extra_output(out: Path, what: str) -> Path:
+    """A companion file of a segmentation: ``scan_segmentation.tif`` -> ``scan_<what>.tif``."""
+    stem = out.stem[: -len("_segmentation")] if out.stem.endswith("_segmentation") else out.stem
+    return out.with_name(f"{stem}_{what}{out.suffix}")
+
+
+def output_problem(path: Path, overwrite: bool, source: Path | None = None) -> str | None:
+    """Why ``path`` cannot take a streamed segmentation (a message for the user), or None.
+
+    Parameters
+    ----------
+    path : Path
+        Destination: ``.tif``/``.tiff`` file or ``.zarr`` store.
+    overwrite : bool
+        The user agreed to replace an existing output.
+    source : Path, optional
+        The image file being segmented, which must never be replaced.
+    """
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        return f"{path}: give a file name ending in .tif, .tiff or .zarr"
+    if source is not None and path.resolve() == source.resolve():
+        return f"{path}: is the image being segmented; choose another output name"
+    zarr = path.suffix.lower() == ".zarr"
+    if path.exists():
+        if path.is_dir() and not zarr:
+            return f"{path}: is a folder; give a file name such as {path / 'labels.tif'}"
+        if zarr and path.is_dir() and not any((path / m).is_file() for m in _ZARR_MARKERS):
+            # Replacing deletes the folder: never do that to a folder that is not a zarr store.
+            return f"{path}: is a folder but not a zarr store; choose another name"
+        if not overwrite:
+            return f"{path}: already exists; tick 'overwrite existing files' or choose another name"
+    if not path.parent.is_dir():
+        return f"{path}: the folder {path.parent} does not exist; create it first"
+    if not os.access(path.parent, os.W_OK):
+        return f"{path}: the folder {path.parent} is not writable; choose a folder you can write to"
+    return None
+
+
+def human_size(nbytes: int) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    if nbytes < 1024:
+        return f"{nbytes} bytes"
+    size = nbytes / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"

@@ -10,6 +10,8 @@ return value must pickle (so models stay in this process, cached by path).
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generator
@@ -118,9 +120,62 @@ def predict_job(model_path: Path, volume: np.ndarray, batch_size: int, probabili
     return volume.shape[0]
 
 
+@dataclass
+class FileSummary:
+    """What :func:`predict_file_job` wrote: the output paths and their total size on disk."""
+
+    out: Path
+    probabilities: Path | None
+    uncertainty: Path | None
+    nbytes: int
+
+
+def predict_file_job(model_path: Path, images_path: Path, out_path: Path, probabilities_path: Path | None,
+                     uncertainty_path: Path | None, batch_size: int, overwrite: bool,
+                     cancel: Any) -> Generator[tuple[int, int], None, FileSummary]:
+    """Segment a volume file into output files, slab by slab (:func:`napari_sandseg.predict.predict_file`).
+
+    Only paths come in and go out: the volume is read here from its file and the labels are
+    written here, so a volume bigger than memory never crosses the process boundary.
+    Yields ``(done, total)`` slices after each slab. On cancel or failure no output appears
+    and no temp file is left (the writers rename a complete temp file into place).
+    """
+    from ..lazy import nbytes_on_disk
+    from ..predict import predict_file
+
+    # predict_file reports progress through a callback, but jobs must yield it: run it on a
+    # thread and hand the callback's items over through a queue.
+    items: queue.Queue = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["path"] = predict_file(
+                model_path, images_path, out_path, probabilities_path, batch_size=batch_size, overwrite=overwrite,
+                progress=lambda done, total: items.put((done, total)), uncertainty_path=uncertainty_path,
+                cancel=cancel,
+            )
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the job's own thread
+            outcome["error"] = exc
+        finally:
+            items.put(None)
+
+    thread = threading.Thread(target=work, name="sandseg predict_file", daemon=True)
+    thread.start()
+    while (item := items.get()) is not None:
+        yield item
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    probs, unc = (Path(p) if p is not None else None for p in (probabilities_path, uncertainty_path))
+    written = [p for p in (Path(out_path), probs, unc) if p is not None]
+    return FileSummary(Path(out_path), probs, unc, sum(nbytes_on_disk(p) for p in written))
+
+
 JOBS: dict[str, Callable[..., Generator]] = {
     "device": device_job,
     "train": train_job,
     "load": load_job,
     "predict": predict_job,
+    "predict_file": predict_file_job,
 }

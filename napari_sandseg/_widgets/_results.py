@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,22 @@ class Segmentation:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class StreamedSegmentation:
+    """A segmentation streamed to files, with lazy (dask) views of them for layers."""
+
+    image_name: str
+    class_map: ClassMap
+    images: Path  # the file that was segmented
+    labels_path: Path
+    labels: Any  # dask (Z, Y, X) Labels-layer values (class id + 1)
+    nbytes: int  # all outputs together, on disk
+    probabilities_path: Path | None = None
+    probabilities: Any = None  # dask (Z, Y, X, K) float32
+    uncertainty_path: Path | None = None
+    uncertainty: Any = None  # dask (Z, Y, X) float32
+
+
 def segmentation_name(image_name: str) -> str:
     """Name of the Labels layer that holds an image's segmentation."""
     return f"{image_name} segmentation"
@@ -47,9 +64,14 @@ def _put(viewer: Any, name: str, block: np.ndarray, z0: int, full_shape: tuple[i
             data[z0:z0 + block.shape[0]] = block
         add = viewer.add_labels if kind == "labels" else viewer.add_image
         return add(data, name=name, **kwargs)
+    existing.metadata.pop(SOURCE_KEY, None)  # held in memory now, no longer what a file holds
     if whole:
         existing.data = block
     else:
+        if not isinstance(existing.data, np.ndarray):
+            # A result streamed to a file is a read-only dask view; this image is in memory,
+            # so its segmentation fits there too.
+            existing.data = np.asarray(existing.data)
         existing.data[z0:z0 + block.shape[0]] = block
         existing.refresh()
     for key, value in kwargs.get("metadata", {}).items():
@@ -89,17 +111,85 @@ def show_segmentation(viewer: Any, seg: Segmentation, state: Any, keep: dict[int
     elif seg.labels.shape[0] == full[0]:
         state.clear_edits(layer)
     if seg.probabilities is not None:
-        from napari.utils.colormaps import Colormap
-
         for k, class_name in enumerate(seg.class_map.names):
-            color = seg.class_map.colors[k]
-            cmap = Colormap([[0, 0, 0, 1], list(color[:3]) + [1]], name=f"sandseg-{class_name}")
-            _put(viewer, f"{seg.image_name} P({class_name})", np.ascontiguousarray(seg.probabilities[..., k]), seg.z_start,
-                 full, "image", {"colormap": cmap, "contrast_limits": (0.0, 1.0), "blending": "additive", "visible": False})
+            _put(viewer, probability_name(seg.image_name, class_name), np.ascontiguousarray(seg.probabilities[..., k]),
+                 seg.z_start, full, "image", _probability_kwargs(seg.class_map, k))
     if seg.uncertainty is not None:
-        _put(viewer, f"{seg.image_name} uncertainty", seg.uncertainty, seg.z_start, full, "image",
-             {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive", "visible": False})
-    # The segmentation stays on top so the probability layers never hide it.
-    viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
-    viewer.layers.selection.active = layer  # ready for painting corrections
+        _put(viewer, uncertainty_name(seg.image_name), seg.uncertainty, seg.z_start, full, "image", _UNCERTAINTY_KWARGS)
+    _on_top(viewer, layer)
     return layer
+
+
+def show_streamed(viewer: Any, seg: StreamedSegmentation, state: Any) -> Any:
+    """Show a segmentation streamed to files as lazy layers read from those files.
+
+    The Labels layer is named and coloured as :func:`show_segmentation` makes it and replaces
+    the data of an earlier result of that name (or the layer, when it is not a Labels layer).
+    Probability and uncertainty layers, when written, are added hidden.
+
+    Returns
+    -------
+    napari.layers.Labels
+        The segmentation layer; its ``metadata`` names the labels file as its source.
+    """
+    kwargs = labels_layer_kwargs(seg.class_map, segmentation_name(seg.image_name), source=seg.labels_path)
+    name = kwargs.pop("name")
+    layer = _replace(viewer, name, seg.labels, "labels", {**kwargs, "opacity": 0.5})
+    layer.colormap = kwargs["colormap"]
+    state.clear_edits(layer)  # every slice is new: earlier hand edits no longer apply
+    if seg.probabilities is not None:
+        for k, class_name in enumerate(seg.class_map.names):
+            _replace(viewer, probability_name(seg.image_name, class_name), seg.probabilities[..., k], "image",
+                     {**_probability_kwargs(seg.class_map, k), "metadata": {SOURCE_KEY: str(seg.probabilities_path)}})
+    if seg.uncertainty is not None:
+        _replace(viewer, uncertainty_name(seg.image_name), seg.uncertainty, "image",
+                 {**_UNCERTAINTY_KWARGS, "metadata": {SOURCE_KEY: str(seg.uncertainty_path)}})
+    _on_top(viewer, layer)
+    return layer
+
+
+def probability_name(image_name: str, class_name: str) -> str:
+    """Name of the Image layer holding one class's probabilities."""
+    return f"{image_name} P({class_name})"
+
+
+def uncertainty_name(image_name: str) -> str:
+    """Name of the Image layer holding the per-pixel entropy."""
+    return f"{image_name} uncertainty"
+
+
+_UNCERTAINTY_KWARGS: dict[str, Any] = {
+    "colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive", "visible": False,
+}
+
+
+def _probability_kwargs(class_map: ClassMap, k: int) -> dict[str, Any]:
+    """Layer settings for class ``k``'s probabilities: black to the class colour, hidden."""
+    from napari.utils.colormaps import Colormap
+
+    name, color = class_map.names[k], class_map.colors[k]
+    cmap = Colormap([[0, 0, 0, 1], list(color[:3]) + [1]], name=f"sandseg-{name}")
+    return {"colormap": cmap, "contrast_limits": (0.0, 1.0), "blending": "additive", "visible": False}
+
+
+def _replace(viewer: Any, name: str, data: Any, kind: str, kwargs: dict[str, Any]) -> Any:
+    """Give layer ``name`` new (lazy) data: the same layer when its type fits, else a new one."""
+    layer_type = Labels if kind == "labels" else Image
+    existing = viewer.layers[name] if name in viewer.layers else None
+    if existing is not None and (not isinstance(existing, layer_type) or existing.ndim != data.ndim
+                                 or getattr(existing, "multiscale", False)):
+        viewer.layers.remove(existing)
+        existing = None
+    if existing is None:
+        add = viewer.add_labels if kind == "labels" else viewer.add_image
+        return add(data, name=name, **kwargs)
+    existing.data = data
+    for key, value in kwargs.get("metadata", {}).items():
+        existing.metadata[key] = value
+    return existing
+
+
+def _on_top(viewer: Any, layer: Any) -> None:
+    """Keep the segmentation above its probability layers and select it for corrections."""
+    viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+    viewer.layers.selection.active = layer

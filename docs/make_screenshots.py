@@ -1,10 +1,12 @@
 """Regenerate the widget screenshots in docs/ (run under Xvfb).
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py [NAME ...]
 
 Opens napari like ``sandseg gui`` (bundled sample, widgets docked), runs a short training,
 segments, evaluates, paints a correction, fine-tunes and exports, taking
-``viewer.screenshot(canvas_only=False)`` of each widget in use.
+``viewer.screenshot(canvas_only=False)`` of each widget in use. Last, a zarr copy of the sample
+opens lazily and is segmented in streaming mode (``segment_streaming``). Naming shots
+(``segment_streaming``) trains, then takes only those.
 """
 
 from __future__ import annotations
@@ -52,7 +54,30 @@ def shoot(viewer, app, name, dock=None):
     print("wrote", path)
 
 
-def main() -> int:
+def streaming_shot(viewer, app, docks, work: Path, images: Path) -> None:
+    """docs/segment_streaming.png: a lazy (zarr) copy of the sample segmented to a file."""
+    import zarr
+
+    from napari_sandseg.io import read_volume
+
+    volume = read_volume(images)
+    store = work / "scan.zarr"
+    chunks = (1,) + volume.shape[1:]
+    zarr.open_array(str(store), mode="w", shape=volume.shape, chunks=chunks, dtype=volume.dtype)[:] = volume
+    for layer in viewer.layers:
+        layer.visible = False
+    viewer.open(str(store), plugin="napari-sandseg")  # zarr stores always open lazily (dask)
+    seg = docks["Segment"][1]
+    docks["Segment"][0].raise_()
+    seg.image_picker.setCurrentText("scan")
+    seg.uncertainty.setChecked(False)
+    seg.probabilities.setChecked(False)
+    seg.start()
+    wait(seg, app)
+    shoot(viewer, app, "segment_streaming", docks["Segment"][0])
+
+
+def main(names: list[str]) -> int:
     work = Path(tempfile.mkdtemp(prefix="sandseg-shots-"))
     os.environ.setdefault("SANDSEG_SESSION_DIR", str(work / "session"))
     os.environ.setdefault("SANDSEG_AUTOSAVE_DIR", str(work / "autosave"))
@@ -86,6 +111,13 @@ def main() -> int:
     train.detect_device()
     train.start()
     wait(train, app)
+    if names:
+        if "train" in names:
+            shoot(viewer, app, "train", docks["Train"][0])
+        if "segment_streaming" in names:
+            streaming_shot(viewer, app, docks, work, images)
+        viewer.close()
+        return 0
     shoot(viewer, app, "train", docks["Train"][0])
 
     seg = w["Segment"]
@@ -129,9 +161,10 @@ def main() -> int:
     export.start()
     wait(export, app)
     shoot(viewer, app, "export", docks["Export"][0])
+    streaming_shot(viewer, app, docks, work, images)
     viewer.close()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -11,10 +11,16 @@ from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPushButton
 
-from .._layers import SOURCE_KEY
+from .._layers import CLASS_MAP_KEY, SOURCE_KEY, class_map_from_metadata
 from .._writer import labels_to_values
+from ..classmap import ClassMap, value_dtype
 from ..io import write_labels
 from ._common import LayerPicker, SandsegWidget
+from ._files import is_lazy
+
+
+#: Slices decoded and written per step when exporting a lazy (file-backed) layer.
+EXPORT_SLAB_BYTES = 64 * 2**20
 
 
 def export_job(data: np.ndarray, metadata: dict[str, Any], name: str, path: Path, overwrite: bool,
@@ -23,6 +29,36 @@ def export_job(data: np.ndarray, metadata: dict[str, Any], name: str, path: Path
     yield "writing"
     ids, class_map = labels_to_values(data, metadata, name)
     return write_labels(path, ids, class_map, overwrite=overwrite, compression="zlib")
+
+
+def export_lazy_job(data: Any, metadata: dict[str, Any], name: str, path: Path, overwrite: bool,
+                    cancel: threading.Event) -> Generator[str, None, Path]:
+    """Worker: stream a lazy ``(Z, Y, X)`` Labels layer (dask/zarr) to a TIFF a slab at a time.
+
+    A streamed segmentation can be larger than memory, so it is never read whole: each slab
+    of slices is read, decoded to the original class values and appended to a temporary
+    (Big)TIFF that replaces ``path`` only when every slice is written. Cancelling (or any
+    error) leaves ``path`` as it was.
+    """
+    from ..errors import Cancelled
+    from ..outputs import slab_writer
+
+    n = int(data.shape[0])
+    per_slice = int(np.prod(data.shape[1:])) * np.dtype(data.dtype).itemsize
+    step = max(1, EXPORT_SLAB_BYTES // max(per_slice, 1))
+    class_map = class_map_from_metadata(metadata)
+    if class_map is None:  # values 1..max are the classes: one streaming pass finds max
+        top = max((int(np.max(np.asarray(data[z : z + step]))) for z in range(0, n, step)), default=1)
+        class_map = ClassMap(tuple(range(max(top, 1))))
+    with slab_writer(path, tuple(data.shape), value_dtype(class_map.values), overwrite=overwrite) as writer:
+        for z0 in range(0, n, step):
+            if cancel.is_set():
+                raise Cancelled(f"export of '{name}' cancelled; {path} was not changed")
+            z1 = min(n, z0 + step)
+            ids, _ = labels_to_values(np.asarray(data[z0:z1]), {CLASS_MAP_KEY: class_map.to_dict()}, name)
+            writer.write(z0, class_map.decode(ids))
+            yield f"writing {path.name}: slices {z1} / {n}"
+    return path
 
 
 class ExportWidget(SandsegWidget):
@@ -103,9 +139,11 @@ class ExportWidget(SandsegWidget):
                 return
         name = layer.name
         self.status.setText(f"writing {path} ...")
+        # A lazy layer (a streamed segmentation) may not fit in memory: stream it instead.
+        job, data = (export_lazy_job, layer.data) if is_lazy(layer) else (export_job, np.array(layer.data))
         self.run_job(
-            export_job, np.array(layer.data), dict(layer.metadata), name, path, overwrite,
-            on_return=lambda written: self._exported(name, written),
+            job, data, dict(layer.metadata), name, path, overwrite,
+            on_yield=self.status.setText, on_return=lambda written: self._exported(name, written),
         )
 
     def set_busy(self, busy: bool) -> None:  # noqa: D102

@@ -221,6 +221,7 @@ def make_dataset(
     crop: int | None = None,
     *,
     n_classes: int | None = None,
+    samples: int | None = None,
 ):
     """Build a ``tf.data.Dataset`` of ``(x, y)`` batches for ``model.fit``.
 
@@ -244,6 +245,10 @@ def make_dataset(
         Train on random ``crop x crop`` windows instead of whole slices.
     n_classes : int, optional
         Number of classes (default: largest target id + 1).
+    samples : int, optional
+        Examples per pass (epoch): the slices are listed over and over (in a new shuffled
+        order each time) and cut at ``samples``; each listing gets its own random crop and
+        augmentation. Default: every slice once. The slices are not copied.
 
     Returns
     -------
@@ -274,6 +279,10 @@ def make_dataset(
     ds = t.data.Dataset.from_tensor_slices((x[..., None], y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if samples is not None:
+        if samples < 1:
+            raise ConfigError(f"samples must be at least 1, got {samples}")
+        ds = ds.repeat().take(samples)  # each repetition re-runs (reshuffles) the shuffle above
 
     # Stateless ops seeded by (seed, element counter): reproducible and safe in parallel map.
     counter = t.data.Dataset.counter()

@@ -41,6 +41,12 @@ SUPPORTED_BACKBONES = (
 #: Version of the sidecar layout; bump when a field changes meaning.
 SIDECAR_FORMAT = 1
 
+#: Numeric precisions a model can be built or copied in (Keras dtype policy names).
+MODEL_PRECISIONS = ("float32", "mixed_bfloat16")
+
+#: Name of the layer that casts a mixed-precision model's softmax back to float32.
+OUTPUT_CAST = "float32_output"
+
 
 @dataclass
 class ModelInfo:
@@ -105,7 +111,8 @@ class ModelInfo:
             config=dict(data.get("config") or {}),
             class_map=ClassMap.from_dict(data["class_map"]),
             normalization=Normalization.from_dict(data["normalization"]),
-            history={k: [float(v) for v in vs] for k, vs in (data.get("history") or {}).items()},
+            # None is how the sidecar writes NaN (strict JSON), e.g. an unscored cancelled epoch
+            history={k: [float("nan") if v is None else float(v) for v in vs] for k, vs in (data.get("history") or {}).items()},
             metrics=data.get("metrics"),
             versions=dict(data.get("versions") or {}),
             backbone=str(data["backbone"]),
@@ -147,7 +154,8 @@ def check_backbone(backbone: str) -> None:
         raise ConfigError(f"backbone={backbone!r} is not supported; choose one of {list(SUPPORTED_BACKBONES)}")
 
 
-def build_model(backbone: str = "resnet34", n_classes: int = 4, encoder_weights: str | None = None):
+def build_model(backbone: str = "resnet34", n_classes: int = 4, encoder_weights: str | None = None,
+                precision: str = "float32"):
     """Build a Unet for single-channel slices of any size (multiples of 32).
 
     Parameters
@@ -159,16 +167,21 @@ def build_model(backbone: str = "resnet34", n_classes: int = 4, encoder_weights:
     encoder_weights : {None, "imagenet"}
         ``"imagenet"`` starts the encoder from pretrained weights; they must already be in the
         Keras cache (``~/.keras/models``) or downloadable.
+    precision : {"float32", "mixed_bfloat16"}
+        Keras dtype policy the layers are built with. Under ``"mixed_bfloat16"`` the layers
+        compute in bfloat16 with float32 variables, and a final ``float32_output`` layer casts
+        the softmax back to float32 for the loss and the metrics. Keras' global policy is
+        restored afterwards.
 
     Returns
     -------
     keras.Model
-        Input ``(None, None, None, 1)``, output ``(None, None, None, n_classes)`` softmax.
+        Input ``(None, None, None, 1)``, output ``(None, None, None, n_classes)`` float32 softmax.
 
     Raises
     ------
     ConfigError
-        Unknown backbone, bad ``n_classes`` or ``encoder_weights``.
+        Unknown backbone, bad ``n_classes``, ``encoder_weights`` or ``precision``.
     ModelError
         Pretrained weights requested but not available.
     """
@@ -177,14 +190,82 @@ def build_model(backbone: str = "resnet34", n_classes: int = 4, encoder_weights:
         raise ConfigError(f"n_classes must be an integer >= 2, got {n_classes!r}")
     if encoder_weights not in (None, "imagenet"):
         raise ConfigError(f"encoder_weights must be None or 'imagenet', got {encoder_weights!r}")
+    _check_precision(precision)
+    from ._tf import keras as _keras_module
     from ._tf import sm
 
-    seg = sm()
-    if encoder_weights is None:
-        return seg.Unet(
-            backbone, input_shape=(None, None, 1), classes=int(n_classes), activation="softmax", encoder_weights=None
-        )
-    return _build_pretrained(seg, backbone, int(n_classes))
+    keras, seg = _keras_module(), sm()
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)  # layers take the policy when created
+    try:
+        if encoder_weights is None:
+            model = seg.Unet(
+                backbone, input_shape=(None, None, 1), classes=int(n_classes), activation="softmax",
+                encoder_weights=None,
+            )
+        else:
+            model = _build_pretrained(seg, backbone, int(n_classes))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)  # the policy must not leak to later models
+    return model if precision == "float32" else _cast_output(model)
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in MODEL_PRECISIONS:
+        raise ConfigError(f"precision must be one of {list(MODEL_PRECISIONS)}, got {precision!r}")
+
+
+def _cast_output(model):
+    """``model`` with its output cast to float32 by a final :data:`OUTPUT_CAST` layer."""
+    from ._tf import keras as _keras_module
+
+    keras = _keras_module()
+    out = keras.layers.Activation("linear", dtype="float32", name=OUTPUT_CAST)(model.output)
+    return keras.Model(model.input, out, name=model.name)
+
+
+def model_precision(model) -> str:
+    """Dtype policy of ``model``'s first layer with weights (``"float32"``, ``"mixed_bfloat16"``)."""
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested model (the ImageNet wrapper's Unet)
+            return model_precision(layer)
+        if layer.weights:
+            return layer.dtype_policy.name
+    return "float32"
+
+
+def to_precision(model, precision: str):
+    """Uncompiled copy of ``model``, with the same weights, computing in ``precision``.
+
+    The copy is rebuilt from the model's configuration with every layer's dtype policy set to
+    ``precision`` (the :data:`OUTPUT_CAST` layer stays float32; it is added for a mixed
+    precision when missing). Variables are float32 under both policies, so the weights carry
+    over unchanged.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A functional model (e.g. from :func:`build_model` or :func:`load_model`).
+    precision : {"float32", "mixed_bfloat16"}
+        Dtype policy of the copy.
+    """
+    _check_precision(precision)
+    copy = type(model).from_config(_with_policy(model.get_config(), precision))
+    if precision != "float32" and OUTPUT_CAST not in {layer.name for layer in copy.layers}:
+        copy = _cast_output(copy)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _with_policy(obj: Any, precision: str) -> Any:
+    """A Keras config with every ``DTypePolicy`` set to ``precision``, except the output cast's."""
+    if isinstance(obj, list):
+        return [_with_policy(v, precision) for v in obj]
+    if not isinstance(obj, dict) or obj.get("name") == OUTPUT_CAST:
+        return obj
+    if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):  # the latter: an older alias
+        return {**obj, "config": {**obj.get("config", {}), "name": precision}}
+    return {key: _with_policy(value, precision) for key, value in obj.items()}
 
 
 def _build_pretrained(seg, backbone: str, n_classes: int):
@@ -233,16 +314,16 @@ def _keras_cache_dirs() -> list[Path]:
 
 
 def plain_copy(model):
-    """Uncompiled copy of ``model`` with the same weights (saved without optimizer state).
+    """Uncompiled float32 copy of ``model`` with the same weights (what is saved).
 
     Saving a compiled model would store Adam's two extra copies of every weight and the
-    training loss, which a user of the model never needs.
+    training loss, which a user of the model never needs. A mixed-precision model is saved in
+    float32 so that it predicts the same on every machine (bfloat16 is slow where the CPU
+    lacks it); its variables are float32 already.
     """
     # from_config, not clone_model: cloning a compiled model also recompiles it, which needs
     # the (unregistered) loss functions.
-    copy = type(model).from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    return copy
+    return to_precision(model, "float32")
 
 
 def output_classes(model) -> int:
@@ -265,7 +346,8 @@ def save_model(model, path: str | os.PathLike, info: ModelInfo, overwrite: bool 
     Parameters
     ----------
     model : keras.Model
-        Model to save; a compiled model is saved without its optimizer state.
+        Model to save; a compiled model is saved without its optimizer state, a
+        mixed-precision one in float32 (:func:`plain_copy`).
     path : path-like
         Destination, must end in ``.keras``.
     info : ModelInfo
@@ -287,8 +369,8 @@ def save_model(model, path: str | os.PathLike, info: ModelInfo, overwrite: bool 
         raise OutputError(f"{path} already exists; pass overwrite=True to replace it")
     if not path.parent.is_dir():
         raise OutputError(f"{path.parent} does not exist; create the folder first")
-    if getattr(model, "optimizer", None) is not None:
-        model = plain_copy(model)
+    if getattr(model, "optimizer", None) is not None or model_precision(model) != "float32":
+        model = plain_copy(model)  # no optimizer state; float32 (see plain_copy)
     n_out = output_classes(model)
     if n_out != info.n_classes:
         raise ModelError(f"model has {n_out} output classes but the info says n_classes={info.n_classes}")
@@ -446,6 +528,8 @@ def _load_keras(path: Path, info: ModelInfo):
     # not round-trip): rebuild it from the sidecar and read only the weights, which runs no code.
     try:
         model = build_model(info.backbone, info.n_classes, None)
+        if info.config.get("precision", "float32") != "float32":
+            model = _cast_output(model)  # saved in float32 but with the output cast layer
         model.load_weights(path)
     except Exception as exc:
         raise ModelError(f"{path} could not be loaded (corrupt or from an incompatible version): {first_error}") from exc

@@ -3,8 +3,8 @@
 ``model.fit`` runs in a background thread; Keras callbacks push :class:`TrainEvent` objects
 into a queue which :func:`train` yields from, so a napari ``thread_worker``, the CLI and tests
 all consume the same stream. Setting the ``cancel`` event stops at the next batch end and keeps
-the best weights. The best checkpoint is written atomically whenever ``val_loss`` improves, so
-even a killed process leaves a loadable model.
+the best weights. The best checkpoint is written atomically whenever the monitored validation
+figure (``TrainConfig.monitor``) improves, so even a killed process leaves a loadable model.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Generator
 import numpy as np
 
 from .classmap import ClassMap
-from .config import PRESETS, TrainConfig
+from .config import AUTO, PRESETS, TrainConfig
 from .data import (
     IGNORE,
     Normalization,
@@ -34,6 +34,9 @@ __all__ = ["PRESETS", "TrainConfig", "TrainEvent", "TrainResult", "prepare_targe
 
 #: Queue item the fit thread sends when it is finished (with an exception or None).
 _FINISHED = "finished"
+
+#: A warm-up starts at this fraction of ``TrainConfig.learning_rate`` (as the benchmark's recipe).
+WARMUP_START = 0.1
 
 
 def prepare_targets(targets: np.ndarray, n_classes: int, sparse: bool) -> np.ndarray:
@@ -84,7 +87,9 @@ def train(
     class_map : ClassMap
         Classes of the targets (saved with the model).
     config : TrainConfig, optional
-        Defaults to ``TrainConfig()``.
+        Defaults to ``TrainConfig()``. Its ``"auto"`` settings are decided here (see
+        :meth:`TrainConfig.resolve_crop` and :meth:`TrainConfig.resolve_precision`); the
+        sidecar stores the decided values.
     out_path : path-like
         ``.keras`` file for the model (the best checkpoint during training, the final model
         with test metrics at the end); a ``.json`` sidecar is written next to it.
@@ -109,12 +114,12 @@ def train(
     ConfigError, InputError, ModelError
         For invalid settings, data or init model (before any training starts).
     """
-    from .model import ModelInfo, build_model, load_model, save_model
+    from .model import ModelInfo, build_model, load_model, save_model, to_precision
 
     from . import distribute
     from .patches import PatchSampler, fit_normalization, patch_size, patches_per_pass, scan_targets, wants_patches
 
-    config = config if config is not None else TrainConfig()
+    config = (config if config is not None else TrainConfig()).validate()
     out_path = Path(out_path)
     # Volumes on disk (or too big to copy as float32) are trained from patches read on the fly;
     # small in-memory arrays keep the whole-slice pipeline.
@@ -131,6 +136,11 @@ def train(
         # found now rather than when the first checkpoint is written, an epoch later
         raise OutputError(f"cannot write the model to {out_path}: its folder is missing or not writable, or it is a folder")
     k = class_map.n_classes
+    notes: list[str] = []
+    resolved = config.resolve_crop(images.shape[1:])
+    if config.crop_size == AUTO and resolved.crop_size is None:
+        notes.append(f"crop_size 'auto': slices of {images.shape[1]} x {images.shape[2]} were trained whole")
+    config = resolved
     if use_patches:
         patch = patch_size(config.crop_size, images.shape[1:])
         index = scan_targets(targets, k, config.sparse, block=min(32, patch))
@@ -145,8 +155,10 @@ def train(
     strategy = distribute.select_strategy(config.strategy)
     n_replicas = distribute.replicas(strategy)
     write_path = distribute.worker_out_path(out_path)  # non-chief workers write scratch files
+    config = config.resolve_precision(gpu=_uses_gpu())
+    if config.precision != "float32":
+        notes.append(f"trained in {config.precision} (float32 weights); the saved model computes in float32")
 
-    notes: list[str] = []
     with strategy.scope():  # model and optimizer variables must be created under the strategy
         if init_model is not None:
             model, init_info = load_model(init_model)
@@ -160,6 +172,8 @@ def train(
             if backbone != config.backbone:
                 notes.append(f"fine-tuned from {Path(init_model).name}; its backbone {backbone} was used")
                 config = config.replace(backbone=backbone)
+            if config.precision != "float32":
+                model = to_precision(model, config.precision)  # saved models are float32
         else:
             from ._tf import tf
 
@@ -168,7 +182,7 @@ def train(
                 norm = fit_normalization(images, train_idx, config.seed)
             else:
                 norm = Normalization.fit(images[train_idx], seed=config.seed)
-            model = build_model(config.backbone, k, config.encoder_weights)
+            model = build_model(config.backbone, k, config.encoder_weights, precision=config.precision)
             backbone = config.backbone
 
     if use_patches:
@@ -185,12 +199,16 @@ def train(
         batches = -(-n_train // config.batch_size)
         notes.append(f"trained on {patch} x {patch} patches read on the fly ({n_train} per epoch)")
     else:
+        # crops_per_epoch is None or comes with a crop size (validate() checks it)
         train_ds = make_dataset(
             images[train_idx], t[train_idx], norm, config.batch_size, augment=config.augment, shuffle=True,
-            seed=config.seed, crop=config.crop_size, n_classes=k,
+            seed=config.seed, crop=config.crop_size, n_classes=k, samples=config.crops_per_epoch,
         )
         val_ds = make_dataset(images[val_idx], t[val_idx], norm, config.batch_size, shuffle=False, n_classes=k)
-        batches = -(-len(train_idx) // config.batch_size)
+        batches = -(-(config.crops_per_epoch or len(train_idx)) // config.batch_size)
+        if config.crop_size is not None:
+            per_epoch = config.crops_per_epoch or len(train_idx)
+            notes.append(f"trained on random {config.crop_size} x {config.crop_size} crops ({per_epoch} per epoch)")
     adapt_batchnorm_momentum(model, config.epochs * batches)
     if n_replicas > 1:
         distribute.synchronize_batchnorm(model)  # global-batch statistics on every replica
@@ -207,20 +225,28 @@ def train(
             backbone=backbone, n_classes=k, notes=notes + extra,
         )
 
-    from .callbacks import RunState, make_callbacks
+    from .callbacks import RunState, make_callbacks, validation_mean_iou
     from .model import plain_copy
 
-    state = RunState(cancel)
+    state = RunState(cancel, config.monitor)
     events: queue.Queue[Any] = queue.Queue()
-    export = plain_copy(model)  # uncompiled twin used for checkpoints (no optimizer state)
+    # Uncompiled float32 twin used for checkpoints (no optimizer state) and, where the trained
+    # model is distributed or mixed precision, for predictions.
+    export = plain_copy(model)
     distribute.synchronize_batchnorm(export, False)  # inference needs no cross-replica sync
 
     def save_best(epoch: int) -> None:
         export.set_weights(model.get_weights())
         save_model(export, write_path, make_info(state.history, None, [f"checkpoint of epoch {epoch + 1}"]))
 
+    def val_mean_iou() -> float:
+        # The model as fit evaluates it (val_loss is computed in the training precision too).
+        predictor = model if n_replicas == 1 else export_weights(export, model)
+        return validation_mean_iou(predictor.predict_on_batch, val_ds, k)
+
     callbacks = make_callbacks(
-        state, events, config.epochs, batches, save_best, config.patience, config.lr_schedule == "plateau"
+        state, events, config.epochs, batches, save_best, config.patience, config.lr_schedule == "plateau",
+        val_mean_iou,
     )
 
     def fit() -> None:
@@ -236,7 +262,7 @@ def train(
     yield TrainEvent(
         "start", 0, config.epochs, -1, batches, message=(
             f"training {backbone} on {len(train_idx)} slices, validating on {len(val_idx)}, "
-            f"holding out {len(test_idx)} for the test"
+            f"holding out {len(test_idx)} for the test ({config.precision}, best epoch by {config.monitor})"
         ),
     )
     thread = threading.Thread(target=fit, name="sandseg-fit", daemon=True)
@@ -257,9 +283,9 @@ def train(
     extra: list[str] = []
     if state.best_weights is not None:
         model.set_weights(state.best_weights)
-        extra.append(f"best weights of epoch {state.best_epoch + 1} (val_loss {state.best_val:.4g})")
+        extra.append(f"best weights of epoch {state.best_epoch + 1} ({state.monitor} {state.best_val:.4g})")
     else:
-        extra.append("no epoch finished with a validation loss; the current (partly trained) weights were kept")
+        extra.append(f"no epoch finished with a {state.monitor}; the current (partly trained) weights were kept")
     if state.cancelled:
         extra.append("training was cancelled by the user")
 
@@ -270,8 +296,8 @@ def train(
         test_x, test_t = tester.stack(max(config.batch_size, min(256, patches_per_pass(len(test_idx), images.shape[1:], patch))), config.seed + 2)
         test_metrics = evaluate_slices(export_weights(export, model), test_x, test_t, make_info({}, None, []), config.batch_size)
     elif len(test_idx):
-        # Under a multi-replica strategy, predict with the plain single-device twin.
-        predictor = export_weights(export, model) if n_replicas > 1 else model
+        # The saved model: under a multi-replica strategy or mixed precision, the plain float32 twin.
+        predictor = export_weights(export, model) if n_replicas > 1 or config.precision != "float32" else model
         test_metrics = evaluate_slices(predictor, images[test_idx], t[test_idx], make_info({}, None, []), config.batch_size)
     info = make_info(state.history, test_metrics, extra)
     export.set_weights(model.get_weights())
@@ -281,8 +307,18 @@ def train(
         fraction=1.0, message="; ".join(extra), logs={},
     )
     yield done
-    # A distributed model's variables live on several devices; callers get the plain twin.
-    return TrainResult(model if n_replicas == 1 else export, info, write_path, info.history, state.cancelled, test_metrics, state.best_epoch)
+    # A distributed model's variables live on several devices, and a mixed-precision one would
+    # predict a little differently from the saved file: callers get the plain float32 twin.
+    plain = n_replicas == 1 and config.precision == "float32"
+    return TrainResult(model if plain else export, info, write_path, info.history, state.cancelled, test_metrics, state.best_epoch)
+
+
+def _uses_gpu() -> bool:
+    """Whether TensorFlow sees a GPU (training then runs there)."""
+    from ._tf import tf
+
+    return bool(tf().config.list_physical_devices("GPU"))
+
 
 
 def export_weights(export, model):
@@ -365,6 +401,38 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
+def learning_rate(config: TrainConfig, steps_per_epoch: int) -> Any:
+    """The learning rate of a run: a float, or a Keras schedule of the optimizer step.
+
+    ``warmup_epochs`` epochs rise linearly from ``WARMUP_START * learning_rate`` to
+    ``learning_rate``; then ``"cosine"`` decays to 0 over the remaining epochs and
+    ``"constant"`` stays at ``learning_rate``. ``"plateau"`` starts from a constant rate
+    that its callback lowers (it takes no warm-up).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        ``learning_rate``, ``lr_schedule``, ``warmup_epochs`` and ``epochs`` are used.
+    steps_per_epoch : int
+        Optimizer steps (batches) per epoch.
+    """
+    import keras
+
+    lr = config.learning_rate
+    warmup = config.warmup_epochs * steps_per_epoch
+    if config.lr_schedule == "cosine" and not warmup:
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, config.epochs * steps_per_epoch))
+    if not warmup:
+        return lr
+    rest = max(1, (config.epochs - config.warmup_epochs) * steps_per_epoch)
+    # Keras' CosineDecay has the linear warm-up built in; with alpha=1 (the floor is the whole
+    # rate) its decay part is constant.
+    return keras.optimizers.schedules.CosineDecay(
+        WARMUP_START * lr, decay_steps=rest, alpha=0.0 if config.lr_schedule == "cosine" else 1.0,
+        warmup_target=lr, warmup_steps=warmup,
+    )
+
+
 def _compile(model, config: TrainConfig, steps_per_epoch: int, n_replicas: int = 1) -> None:
     """Compile with Adam, the masked loss and masked accuracy."""
     import keras
@@ -376,11 +444,8 @@ def _compile(model, config: TrainConfig, steps_per_epoch: int, n_replicas: int =
     if n_replicas > 1:
         loss = replica_mean_loss(loss)
 
-    lr: Any = config.learning_rate
-    if config.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch))
     model.compile(
-        optimizer=keras.optimizers.Adam(lr),
+        optimizer=keras.optimizers.Adam(learning_rate(config, steps_per_epoch)),
         loss=loss,
         metrics=[masked_accuracy],
         jit_compile=config.jit_compile and not config.run_eagerly,

@@ -239,3 +239,70 @@ def test_save_removes_temp_files_of_killed_saves(model, tmp_path):
     save_model(model, tmp_path / "m.keras", make_info())
     assert not stale.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.keras"]
+
+
+# --- mixed precision -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bf16_model():
+    return build_model("resnet18", 4, precision="mixed_bfloat16")
+
+
+def test_mixed_bfloat16_model_computes_in_bf16_with_float32_output_and_leaks_no_policy(bf16_model, x):
+    import keras
+
+    from napari_sandseg.model import OUTPUT_CAST, model_precision
+
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert model_precision(bf16_model) == "mixed_bfloat16"
+    convs = [layer for layer in bf16_model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(c.compute_dtype == "bfloat16" and c.kernel.dtype == "float32" for c in convs)
+    assert bf16_model.layers[-1].name == OUTPUT_CAST
+    out = bf16_model(x, training=False)
+    assert out.dtype == "float32" and tuple(out.shape) == (2, 64, 64, 4)
+    assert model_precision(build_model("resnet18", 4)) == "float32"  # the next model is float32 again
+    with pytest.raises(ConfigError, match="precision"):
+        build_model("resnet18", 4, precision="float16")
+
+
+def test_bfloat16_model_saves_as_float32_and_reloads_with_the_same_weights(bf16_model, tmp_path, x):
+    from napari_sandseg.model import model_precision, to_precision
+
+    info = make_info()
+    info.config = {"backbone": "resnet18", "precision": "mixed_bfloat16"}
+    path = save_model(bf16_model, tmp_path / "bf16.keras", info)
+    loaded, _ = load_model(path)
+    assert model_precision(loaded) == "float32"
+    for a, b in zip(loaded.get_weights(), bf16_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # bfloat16 keeps ~3 significant digits: the float32 copy's probabilities agree to that
+    np.testing.assert_allclose(loaded(x, training=False).numpy(), bf16_model(x, training=False).numpy(), atol=0.05)
+    again = to_precision(loaded, "mixed_bfloat16")  # fine-tuning a saved model in bfloat16
+    assert model_precision(again) == "mixed_bfloat16" and len(again.layers) == len(bf16_model.layers)
+    np.testing.assert_allclose(again(x, training=False).numpy(), bf16_model(x, training=False).numpy(), atol=1e-6)
+
+
+def test_weights_only_fallback_keeps_the_output_cast_layer(bf16_model, tmp_path, x, monkeypatch):
+    import keras
+
+    info = make_info()
+    info.config = {"backbone": "resnet18", "precision": "mixed_bfloat16"}
+    path = save_model(bf16_model, tmp_path / "fb.keras", info)
+    expected = load_model(path)[0](x, training=False).numpy()
+
+    def broken(*args, **kwargs):
+        raise TypeError("cannot deserialize this layer")
+
+    monkeypatch.setattr(keras.models, "load_model", broken)
+    loaded, _ = load_model(path)
+    np.testing.assert_allclose(loaded(x, training=False).numpy(), expected, atol=1e-6)
+
+
+def test_nan_in_the_history_survives_the_sidecar(model, tmp_path):
+    info = make_info()
+    info.history = {"loss": [1.0, 0.5], "val_mean_iou": [0.4, float("nan")]}  # a cancelled epoch is unscored
+    path = save_model(model, tmp_path / "n.keras", info)
+    assert json.loads(sidecar_path(path).read_text())["history"]["val_mean_iou"] == [0.4, None]  # strict JSON
+    history = load_model(path)[1].history
+    assert history["val_mean_iou"][0] == 0.4 and np.isnan(history["val_mean_iou"][1])

@@ -64,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=_strategy_names(), default=None,
                    help="how to distribute training: auto (default: all GPUs when there are several, the "
                    "TF_CONFIG cluster when set), default (one device), mirrored, multiworker")
+    p.add_argument("--warmup-epochs", type=int, default=None,
+                   help="linear learning-rate warm-up from lr/10 over this many epochs (project preset: 1)")
+    p.add_argument("--monitor", choices=_monitor_names(), default=None,
+                   help="validation figure that picks the best epoch and drives early stopping "
+                   "(project preset: val_mean_iou)")
+    p.add_argument("--precision", choices=_precision_names(), default=None,
+                   help="training precision; auto = mixed_bfloat16 on CPUs with native bfloat16 and no GPU "
+                   "(project preset: auto)")
+    p.add_argument("--crops-per-epoch", type=_count_or_none, default=None, metavar="N|none",
+                   help="random crops drawn from the training slices per epoch, when training on crops "
+                   "(project preset: 384); none = one per slice")
 
     p = sub.add_parser("predict", help="segment an image stack with a trained model")
     p.add_argument("--model", required=True, type=Path)
@@ -106,6 +117,32 @@ def _preset_names() -> list[str]:
     return sorted(PRESETS)
 
 
+def _monitor_names() -> list[str]:
+    from .config import MONITORS
+
+    return list(MONITORS)
+
+
+def _precision_names() -> list[str]:
+    from .config import PRECISIONS
+
+    return list(PRECISIONS)
+
+
+#: Value of ``--crops-per-epoch`` meaning None (one crop per training slice).
+_NONE = "none"
+
+
+def _count_or_none(text: str) -> int | str:
+    """``--crops-per-epoch`` value: an integer, or ``none`` (kept as the string; mapped to None later)."""
+    if text.lower() == _NONE:
+        return _NONE
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'none', got {text!r}") from None
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -138,12 +175,18 @@ def _train_config(args: argparse.Namespace):
         "seed": args.seed,
         "augment": args.augment,
         "strategy": args.strategy,
+        "warmup_epochs": args.warmup_epochs,
+        "monitor": args.monitor,
+        "precision": args.precision,
+        "crops_per_epoch": args.crops_per_epoch,
     }
     if args.sparse:
         overrides["sparse"] = True
     for name, value in overrides.items():
         if value is not None:
             setattr(config, name, value)
+    if args.crops_per_epoch == _NONE:  # None itself means "not given" above
+        config.crops_per_epoch = None
     if args.encoder_weights is not None:  # "none" must be able to override a preset's "imagenet"
         config.encoder_weights = None if args.encoder_weights == "none" else args.encoder_weights
     config.validate()
@@ -166,6 +209,8 @@ def _run_training(images, targets, class_map, config, out: Path, init_model: Pat
                 detail += f" loss {event.loss:.4f}"
             if event.val_loss is not None:
                 detail += f" val_loss {event.val_loss:.4f}"
+            if event.logs.get("val_mean_iou") is not None:
+                detail += f" val_mIoU {event.logs['val_mean_iou']:.3f}"
             bar.update(event.fraction, detail)
     except StopIteration as stop:
         result = stop.value

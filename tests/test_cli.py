@@ -145,3 +145,49 @@ def test_installed_command_prints_no_traceback(tmp_path):
         assert proc.returncode == 2
         assert "Traceback" not in proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith("sandseg: error:")
+
+
+# --- recipe flags -----------------------------------------------------------------------------
+
+
+def _parsed_config(*flags: str):
+    from napari_sandseg.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(["train", "--images", "i.tif", "--masks", "m.tif", "--out", "m.keras", *flags])
+    return _train_config(args)
+
+
+def test_recipe_flags_override_the_preset():
+    from napari_sandseg.config import TrainConfig
+
+    assert _parsed_config() == TrainConfig.default()
+    cfg = _parsed_config("--warmup-epochs", "3", "--monitor", "val_loss", "--precision", "float32",
+                         "--crops-per-epoch", "100")
+    assert (cfg.warmup_epochs, cfg.monitor, cfg.precision, cfg.crops_per_epoch) == (3, "val_loss", "float32", 100)
+    assert _parsed_config("--crops-per-epoch", "none").crops_per_epoch is None
+    classic = _parsed_config("--preset", "classic", "--warmup-epochs", "1", "--monitor", "val_mean_iou",
+                             "--precision", "auto")
+    assert classic == TrainConfig.classic(warmup_epochs=1, monitor="val_mean_iou", precision="auto")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--warmup-epochs", "-1"], "warmup_epochs must be an integer >= 0"),
+        (["--crops-per-epoch", "0"], "crops_per_epoch must be an integer >= 1"),
+        (["--preset", "classic", "--crops-per-epoch", "10"], "crops_per_epoch=10 needs random crops"),
+        (["--monitor", "accuracy"], "argument --monitor: invalid choice: 'accuracy'"),
+        (["--precision", "float16"], "argument --precision: invalid choice: 'float16'"),
+        (["--crops-per-epoch", "many"], "expected a whole number or 'none', got 'many'"),
+    ],
+)
+def test_bad_recipe_flags_are_one_line_exit_2(sample_dir, tmp_path, capsys, flags, message):
+    try:
+        code = run_cli("train", "--images", sample_dir / "images.tif", "--masks", sample_dir / "masks.tif",
+                       "--out", tmp_path / "m.keras", *flags)
+    except SystemExit as exc:  # argparse's own checks exit from parse_args
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sandseg: error:") and message in err[0], err
+    assert not (tmp_path / "m.keras").exists()

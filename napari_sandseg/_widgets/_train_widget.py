@@ -69,6 +69,8 @@ def train_command(config: Any, images: Path, masks: Path, out: Path, exact: bool
         "--patience", config.patience, "--learning-rate", config.learning_rate,
         "--val-fraction", config.val_fraction, "--test-fraction", config.test_fraction, "--seed", config.seed,
         "--augment" if config.augment else "--no-augment",
+        "--warmup-epochs", config.warmup_epochs, "--monitor", config.monitor, "--precision", config.precision,
+        "--crops-per-epoch", "none" if config.crops_per_epoch is None else config.crops_per_epoch,
     ]
     if config.sparse:
         args.append("--sparse")
@@ -84,7 +86,7 @@ class TrainWidget(SandsegWidget):
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
-        from ..config import TrainConfig
+        from ..config import MONITORS, PRECISIONS, TrainConfig
         from ..model import SUPPORTED_BACKBONES
 
         defaults = TrainConfig.default()
@@ -101,7 +103,13 @@ class TrainWidget(SandsegWidget):
         self.epochs = _spin(1, 10_000, defaults.epochs)
         self.batch_size = _spin(1, 1024, defaults.batch_size)
         self.patience = _spin(0, 1000, defaults.patience)
-        self.patience.setToolTip("stop after this many epochs without a better validation loss (0 = never)")
+        self.patience.setToolTip("stop after this many epochs without a better validation figure (0 = never)")
+        self.monitor = _combo(MONITORS, defaults.monitor)
+        self.monitor.setToolTip("validation figure that picks the kept (best) epoch and drives early stopping")
+        self.precision = _combo(PRECISIONS, defaults.precision)
+        self.precision.setToolTip(
+            "auto: bfloat16 on CPUs that compute it natively (faster), else float32; the saved model is float32"
+        )
         self.val_fraction = QDoubleSpinBox()
         self.val_fraction.setRange(0.01, 0.9)
         self.val_fraction.setSingleStep(0.05)
@@ -127,6 +135,12 @@ class TrainWidget(SandsegWidget):
         form.addRow("Learning rate", self.learning_rate)
         form.addRow(self.augment)
         form.addRow(self.sparse)
+        advanced = QHBoxLayout()  # settings most users leave at the project recipe's values
+        advanced.addWidget(QLabel("best epoch by"))
+        advanced.addWidget(self.monitor)
+        advanced.addWidget(QLabel("precision"))
+        advanced.addWidget(self.precision)
+        form.addRow("Advanced", advanced)
 
         self.train_button, self.cancel_button, buttons = self.run_cancel_row("Train")
         self.epoch_bar = QProgressBar()
@@ -135,7 +149,7 @@ class TrainWidget(SandsegWidget):
         self.batch_bar.setFormat("batch %v / %m")
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.plot = LinePlot("loss", "epoch", "loss")
+        self.plot = LinePlot("loss and validation mean IoU", "epoch", "loss / IoU")
         self.device = QLabel("Device: detected when first shown")
         self.model_label = QLabel("Model: none")
         self.model_label.setWordWrap(True)
@@ -190,6 +204,7 @@ class TrainWidget(SandsegWidget):
             val_fraction=round(self.val_fraction.value(), 4),
             # The widget trains on everything the user labelled; test the model with Evaluate.
             test_fraction=0.0, augment=self.augment.isChecked(), sparse=self.sparse.isChecked(),
+            monitor=self.monitor.currentText(), precision=self.precision.currentText(),
         )
 
     def start(self) -> None:
@@ -239,6 +254,7 @@ class TrainWidget(SandsegWidget):
         self._epoch_x: list[float] = []
         self._epoch_loss: list[float] = []
         self._epoch_val: list[float] = []
+        self._epoch_iou: list[float] = []
         self.plot.clear()
 
     def _on_event(self, ev: Any) -> None:
@@ -263,6 +279,10 @@ class TrainWidget(SandsegWidget):
             self._epoch_val.append(ev.val_loss if ev.val_loss is not None else np.nan)
             self.plot.set_series("train", self._epoch_x, self._epoch_loss, "#3c9be8", points=True)
             self.plot.set_series("validation", self._epoch_x, self._epoch_val, "#f08c28", points=True)
+            iou = ev.logs.get("val_mean_iou")
+            self._epoch_iou.append(iou if iou is not None else np.nan)
+            if not np.all(np.isnan(self._epoch_iou)):
+                self.plot.set_series("val mean IoU", self._epoch_x, self._epoch_iou, "#3aa655", points=True)
             self.status.setText(ev.message or f"epoch {ev.epoch + 1}/{ev.epochs}: loss {ev.loss:.4f}")
         elif ev.kind == "done":
             self.status.setText(ev.message)
@@ -279,7 +299,9 @@ class TrainWidget(SandsegWidget):
             image_snap.data, kept, class_map, config, image_snap.name, labels_snap.name,
             outcome.images_file, outcome.masks_file,
         )
-        self.command.set_command(train_command(config, outcome.images_file, outcome.masks_file, result.path, outcome.exact))
+        # The precision "auto" decided on (stored in the sidecar), so the command repeats the run exactly.
+        used = config.replace(precision=result.info.config.get("precision", config.precision))
+        self.command.set_command(train_command(used, outcome.images_file, outcome.masks_file, result.path, outcome.exact))
         epochs = len(result.history.get("loss", []))
         self.status.setText(f"Training {state}: {epochs} epoch(s); model {result.path}")
         show_info(f"training {state}: model written to {result.path}")
@@ -314,6 +336,13 @@ class TrainWidget(SandsegWidget):
         if not path:
             return
         self.run_job(load_model_job, self.state.engine, Path(path), on_return=lambda r: self.state.set_model(*r))
+
+
+def _combo(items: Any, value: str) -> QComboBox:
+    box = QComboBox()
+    box.addItems(list(items))
+    box.setCurrentText(value)
+    return box
 
 
 def _spin(lo: int, hi: int, value: int) -> QSpinBox:

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", type=Path, default=None, help="also write a float32 per-pixel entropy map (Z,Y,X)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tta", action="store_true", help="average predictions over flips (slower, a little better)")
+    p.add_argument("--tile-size", type=int, default=None, metavar="N",
+                   help="predict slices larger than N x N pixels in overlapping tiles (multiple of 32; default "
+                   "1024, at least 288; 0 = whole slices)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                    help="segment on this dask cluster (e.g. tcp://host:8786); workers must see the same files")
@@ -395,7 +398,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predict_file(
             args.model, args.images, args.out, probabilities_path=args.probabilities,
             uncertainty_path=args.uncertainty,
-            batch_size=args.batch_size, overwrite=args.overwrite, tta=args.tta,
+            batch_size=args.batch_size, overwrite=args.overwrite, tta=args.tta, **_tiling(args),
             progress=lambda done, total: bar.update(done / max(total, 1), f"{done}/{total} slices"),
         )
     finally:
@@ -403,6 +406,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     written = [p for p in (args.out, args.probabilities, args.uncertainty) if p is not None]
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _tiling(args: argparse.Namespace) -> dict:
+    """``--tile-size`` as predict keywords: not given -> the engine's default, 0 -> whole slices."""
+    return {} if args.tile_size is None else {"tile_size": args.tile_size or None}
 
 
 def _check_predict_output(path: Path, overwrite: bool) -> None:
@@ -432,7 +440,7 @@ def _predict_on_dask(args: argparse.Namespace) -> int:
     try:
         predict_cluster(
             args.model, args.images, args.out, scheduler=args.dask_scheduler, workers=args.workers,
-            batch_size=args.batch_size, tta=args.tta, overwrite=args.overwrite,
+            batch_size=args.batch_size, tta=args.tta, overwrite=args.overwrite, **_tiling(args),
             progress=lambda done, total: bar.update(done / max(total, 1), f"{done}/{total} slices"),
         )
     finally:

@@ -9,8 +9,9 @@ on their clusters (``dask scheduler`` / ``dask worker``, dask-jobqueue, dask-kub
 - Each worker loads the model once: a worker plugin (:class:`ModelPlugin`) keeps it, with the
   lazily opened input volume, for every slab that worker gets.
 - Slabs are multiples of ``batch_size`` slices, so a worker runs exactly the model batches the
-  single-process :func:`napari_sandseg.predict.predict_volume` runs, and the labels are
-  identical.
+  single-process :func:`napari_sandseg.predict.predict_volume` runs (tiles of big slices
+  included: workers call the same :func:`napari_sandseg.predict.iter_predict`), and the labels
+  are identical.
 - The client writes the slabs in order as they arrive (TIFF or zarr, see
   :mod:`napari_sandseg.outputs`), keeping only a bounded window of slabs in flight.
 """
@@ -26,6 +27,7 @@ import numpy as np
 from distributed import WorkerPlugin
 
 from .errors import Cancelled, ConfigError, OutputError
+from .predict import DEFAULT_TILE_HALO, DEFAULT_TILE_SIZE
 
 #: Name the model plugin is registered under on the workers.
 PLUGIN_NAME = "napari-sandseg-model"
@@ -67,7 +69,8 @@ class ModelPlugin(WorkerPlugin):
         return self._volumes[path]
 
 
-def predict_slab(images_path: str, z0: int, z1: int, batch_size: int, tta: bool = False) -> np.ndarray:
+def predict_slab(images_path: str, z0: int, z1: int, batch_size: int, tta: bool = False, *,
+                 tile_size: int | None = DEFAULT_TILE_SIZE, tile_halo: int = DEFAULT_TILE_HALO) -> np.ndarray:
     """Class ids of slices ``z0:z1`` (runs on a worker; uses that worker's :class:`ModelPlugin`)."""
     from distributed import get_worker
 
@@ -75,7 +78,8 @@ def predict_slab(images_path: str, z0: int, z1: int, batch_size: int, tta: bool 
 
     plugin = get_worker().plugins[PLUGIN_NAME]
     slab = np.asarray(plugin.volume(images_path)[z0:z1])
-    return predict_volume(plugin.model, slab, plugin.info, batch_size=batch_size, tta=tta).labels
+    return predict_volume(plugin.model, slab, plugin.info, batch_size=batch_size, tta=tta, tile_size=tile_size,
+                          tile_halo=tile_halo).labels
 
 
 def slab_ranges(n_slices: int, batch_size: int, batches_per_slab: int) -> list[tuple[int, int]]:
@@ -126,6 +130,8 @@ def predict_cluster(
     overwrite: bool = False,
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
+    tile_size: int | None = DEFAULT_TILE_SIZE,
+    tile_halo: int = DEFAULT_TILE_HALO,
 ) -> Path:
     """Segment ``images_path`` into ``out_path`` across dask workers; labels equal the single-process ones.
 
@@ -146,7 +152,7 @@ def predict_cluster(
     batches_per_slab : int
         Model batches per dask task: bigger slabs mean less scheduling overhead, smaller ones
         better balance and less memory per worker.
-    tta, overwrite, cancel, progress
+    tta, overwrite, cancel, progress, tile_size, tile_halo
         As in :func:`napari_sandseg.predict.predict_file`.
 
     Returns
@@ -166,8 +172,9 @@ def predict_cluster(
     from .lazy import open_volume
     from .model import check_compatible, load_model
     from .outputs import slab_writer
-    from .predict import slab_size
+    from .predict import check_tiling, slab_size
 
+    check_tiling(tile_size, tile_halo)
     for name, value in (("batch_size", batch_size), ("batches_per_slab", batches_per_slab)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -190,7 +197,8 @@ def predict_cluster(
         client.register_plugin(ModelPlugin(str(model_path)), name=PLUGIN_NAME)
         window = max(1, SLABS_PER_WORKER * len(client.scheduler_info()["workers"]))
         with slab_writer(out_path, tuple(volume.shape), label_dtype, overwrite=overwrite) as writer:
-            _run_in_order(client, as_completed, writer, slabs, str(images_path), batch_size, tta, window,
+            task = {"batch_size": batch_size, "tta": tta, "tile_size": tile_size, "tile_halo": tile_halo}
+            _run_in_order(client, as_completed, writer, slabs, str(images_path), task, window,
                           info.class_map.decode, volume.shape[0], cancel, progress)
     finally:
         if own_client:
@@ -201,9 +209,12 @@ def predict_cluster(
     return out_path
 
 
-def _run_in_order(client, as_completed, writer, slabs, images_path, batch_size, tta, window, decode, total,
+def _run_in_order(client, as_completed, writer, slabs, images_path, task, window, decode, total,
                   cancel, progress) -> None:
-    """Submit slabs with at most ``window`` in flight; write each one as soon as its turn comes."""
+    """Submit slabs with at most ``window`` in flight; write each one as soon as its turn comes.
+
+    ``task`` holds the keyword arguments of :func:`predict_slab` besides the slab itself.
+    """
     pending = iter(enumerate(slabs))
     futures = {}
     done: dict[int, np.ndarray] = {}
@@ -215,7 +226,7 @@ def _run_in_order(client, as_completed, writer, slabs, images_path, batch_size, 
             return False
         index, (z0, z1) = item
         # pure=False: the same slab asked twice (a rerun) must be computed, not looked up.
-        future = client.submit(predict_slab, images_path, z0, z1, batch_size, tta, pure=False)
+        future = client.submit(predict_slab, images_path, z0, z1, **task, pure=False)
         futures[future] = index
         tracker.add(future)
         return True

@@ -2,11 +2,15 @@
 
 Slices of any size are reflect-padded to a multiple of 32 and cropped back. The volume is
 processed in slabs of ``batch_size`` slices, so only one slab of float probabilities is in
-memory at a time unless the caller asks for the whole probability volume.
+memory at a time unless the caller asks for the whole probability volume. A padded slice
+larger than ``tile_size`` on a side is predicted in overlapping tiles whose borders (the
+halo) are discarded, so the network's activations never exceed one tile whatever the slice
+size, and the stitched result has no seams.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -104,10 +108,146 @@ MAX_PIXELS_PER_CALL = 2**20
 def slab_size(batch_size: int, height: int, width: int) -> int:
     """Slices per model call: ``batch_size``, lowered so a call stays under :data:`MAX_PIXELS_PER_CALL`.
 
-    Never below 1: a single slice larger than the cap is still predicted whole.
+    Never below 1: a single slice larger than the cap goes alone, and :func:`iter_predict` cuts
+    it into tiles of at most ``tile_size`` pixels a side.
     """
     pixels = padded_size(height) * padded_size(width)
     return max(1, min(batch_size, MAX_PIXELS_PER_CALL // pixels))
+
+
+#: Largest tile side (pixels, a multiple of 32) sent to the model: 1024 x 1024 is
+#: :data:`MAX_PIXELS_PER_CALL`, so a tile costs what one capped model call costs (about 0.5 GB
+#: of activations for a resnet34 Unet) however big the slice.
+DEFAULT_TILE_SIZE = 1024
+
+#: Pixels discarded at each inner tile border. Measured (``python benchmarks/memory.py --tiles``,
+#: ``benchmarks/results/tiles.json``; 1024 x 1024 slices, 512-pixel tiles): abutting tiles of the
+#: trained resnet34 Unet of ``benchmarks/accuracy.py`` on real sandstone change 2.4 % of the
+#: labels within 8 px of a tile edge, 0.05 % at 32-64 px, 0.006 % at 96-128 px and none beyond
+#: 128 px (probabilities within 5e-3, and 2e-6 beyond 192 px). With a 128 px halo the tiled
+#: labels differ from the whole-slice ones on 6e-6 of the pixels (8e-6 with 192 px), with 96 px
+#: on 2e-5, with 64 px on 7e-5. An untrained resnet34 reaches further (flips up to 384 px) but
+#: random weights are no guide; the tiny test model needs 4 px. 128 px costs 1.56x the
+#: whole-slice arithmetic on a 4096 x 4096 slice (25 tiles of 1024), against 1.47x for 96 px.
+DEFAULT_TILE_HALO = 128
+
+#: Tiles and slices are aligned to this: the Unet downsamples 5 times, so only shifts by a
+#: multiple of 32 leave its pooling grid, and hence its output, unchanged.
+_ALIGN = 32
+
+
+@dataclass(frozen=True)
+class AxisTiles:
+    """How one padded slice axis is cut into tiles.
+
+    Attributes
+    ----------
+    starts : tuple of int
+        First pixel of each tile (multiples of 32; the first is 0, the last tile ends at the
+        axis end).
+    size : int
+        Tile length (a multiple of 32), the same for every tile of the axis.
+    cuts : tuple of int
+        ``len(starts) + 1`` boundaries: tile ``i`` supplies pixels ``cuts[i]:cuts[i + 1]``,
+        at least ``halo`` pixels away from its own inner borders.
+    """
+
+    starts: tuple[int, ...]
+    size: int
+    cuts: tuple[int, ...]
+
+
+def tile_axis(length: int, tile_size: int, halo: int) -> AxisTiles:
+    """Cut a padded axis of ``length`` pixels into the fewest tiles of at most ``tile_size``.
+
+    Neighbouring tiles overlap by at least ``2 * halo`` and the seam is put in the middle of the
+    overlap, so every kept pixel has ``halo`` pixels of real context on each inner side; the
+    outer tiles start and end at the axis ends, exactly where the whole slice does. The tile is
+    shrunk to the smallest multiple of 32 that still covers the axis with that many tiles, so a
+    slice just over ``tile_size`` does not pay for two full tiles.
+
+    Parameters
+    ----------
+    length : int
+        Axis length, a multiple of 32 (see :func:`napari_sandseg.data.padded_size`).
+    tile_size : int
+        Largest tile, a multiple of 32 with ``tile_size >= 2 * halo + 32``.
+    halo : int
+        Context pixels discarded at each inner tile border (>= 0).
+
+    Returns
+    -------
+    AxisTiles
+        A single tile spanning the axis when ``length <= tile_size``.
+    """
+    if length <= tile_size:
+        return AxisTiles((0,), length, (0, length))
+    blocks, max_blocks = length // _ALIGN, tile_size // _ALIGN
+    max_stride = (tile_size - 2 * halo) // _ALIGN  # in blocks; keeps every overlap >= 2 * halo
+    n = 1 + -(-(blocks - max_blocks) // max_stride)
+    size = next(t for t in range(-(-(length + (n - 1) * 2 * halo) // (n * _ALIGN)), max_blocks + 1)
+                if -(-(blocks - t) // (n - 1)) * _ALIGN <= t * _ALIGN - 2 * halo)
+    starts = tuple(i * (blocks - size) // (n - 1) * _ALIGN for i in range(n))
+    size *= _ALIGN
+    seams = tuple((nxt + prev + size) // 2 for prev, nxt in zip(starts, starts[1:]))
+    return AxisTiles(starts, size, (0, *seams, length))
+
+
+def check_tiling(tile_size: int | None, tile_halo: int) -> None:
+    """Validate the tiling arguments of :func:`iter_predict` (:class:`ConfigError` if bad)."""
+    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer))
+                                  or tile_size < _ALIGN or tile_size % _ALIGN):
+        raise ConfigError(f"tile_size must be None or a multiple of {_ALIGN} >= {_ALIGN}, got {tile_size!r}")
+    if isinstance(tile_halo, bool) or not isinstance(tile_halo, (int, np.integer)) or tile_halo < 0:
+        raise ConfigError(f"tile_halo must be an integer >= 0, got {tile_halo!r}")
+    if tile_size is not None and tile_size < 2 * tile_halo + _ALIGN:
+        raise ConfigError(f"tile_size ({tile_size}) must be at least 2 * tile_halo + {_ALIGN} "
+                          f"({2 * tile_halo + _ALIGN} with tile_halo {tile_halo}) so that tiles advance")
+
+
+def _check_cancel(cancel: threading.Event | None, done: int, total: int) -> None:
+    """Raise :class:`Cancelled` when ``cancel`` is set (``done`` of ``total`` slices written)."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"prediction cancelled after {done} of {total} slices")
+
+
+def _predict_tiled(fn, x: np.ndarray, shape: tuple[int, int], tiles: tuple[AxisTiles, AxisTiles], *,
+                   probabilities: bool, uncertainty: bool, check_cancel: Callable[[], None]
+                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Labels (and probabilities / entropy) of a padded slab ``x`` (n, H, W), tile by tile.
+
+    Tiles of all slices of the slab go to the model together, up to
+    :data:`MAX_PIXELS_PER_CALL` pixels per call; each tile's kept part is written straight
+    into the outputs, so a slice's full probability array exists only when asked for.
+    """
+    h, w = shape
+    ty, tx = tiles
+    boxes = [(z, iy, ix) for z in range(x.shape[0]) for iy in range(len(ty.starts)) for ix in range(len(tx.starts))]
+    per_call = max(1, MAX_PIXELS_PER_CALL // (ty.size * tx.size))
+    labels = np.empty((x.shape[0], h, w), np.uint8)
+    probs = unc = None
+    for b0 in range(0, len(boxes), per_call):
+        check_cancel()
+        batch = boxes[b0:b0 + per_call]
+        inputs = np.stack([x[z, ty.starts[iy]:ty.starts[iy] + ty.size, tx.starts[ix]:tx.starts[ix] + tx.size]
+                           for z, iy, ix in batch])
+        out = fn(inputs[..., None]).numpy()
+        if probabilities and probs is None:
+            probs = np.empty(labels.shape + out.shape[-1:], np.float32)
+        if uncertainty and unc is None:
+            unc = np.empty(labels.shape, np.float32)
+        for (z, iy, ix), p in zip(batch, out):
+            y0, y1 = ty.cuts[iy], min(ty.cuts[iy + 1], h)
+            x0, x1 = tx.cuts[ix], min(tx.cuts[ix + 1], w)
+            if y0 >= y1 or x0 >= x1:  # a tile that holds only bottom/right padding
+                continue
+            kept = p[y0 - ty.starts[iy]:y1 - ty.starts[iy], x0 - tx.starts[ix]:x1 - tx.starts[ix]]
+            labels[z, y0:y1, x0:x1] = kept.argmax(axis=-1)
+            if probs is not None:
+                probs[z, y0:y1, x0:x1] = kept
+            if unc is not None:
+                unc[z, y0:y1, x0:x1] = entropy(kept)
+    return labels, probs, unc
 
 
 def iter_predict(
@@ -121,6 +261,8 @@ def iter_predict(
     tta: bool = False,
     cancel: threading.Event | None = None,
     progress: Progress | None = None,
+    tile_size: int | None = DEFAULT_TILE_SIZE,
+    tile_halo: int = DEFAULT_TILE_HALO,
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray | None, np.ndarray | None]]:
     """Predict slab by slab, for streaming writers.
 
@@ -139,9 +281,17 @@ def iter_predict(
     tta : bool
         Average the predictions of the four flips of each slice (4x slower, smoother).
     cancel : threading.Event, optional
-        Checked before each slab; when set, :class:`Cancelled` is raised.
+        Checked before each slab (and each model call on a tiled slice); when set,
+        :class:`Cancelled` is raised.
     progress : callable, optional
         ``progress(done_slices, total_slices)`` after each slab.
+    tile_size : int or None
+        Largest model input side (a multiple of 32). A padded slice longer than this on a side
+        is cut along that side into overlapping tiles (:func:`tile_axis`); smaller slices are
+        predicted whole, as before. None predicts every slice whole.
+    tile_halo : int
+        Pixels discarded at each inner tile border, so seams do not show (see
+        :data:`DEFAULT_TILE_HALO`).
 
     Yields
     ------
@@ -154,18 +304,29 @@ def iter_predict(
     volume = _as_volume(volume)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_tiling(tile_size, tile_halo)
     fn = predict_function(model, tta)
     norm = info.normalization
     n, h, w = volume.shape
     slab = slab_size(batch_size, h, w)
+    tiles = None
+    if tile_size is not None:
+        tiles = (tile_axis(padded_size(h), tile_size, tile_halo), tile_axis(padded_size(w), tile_size, tile_halo))
+        if len(tiles[0].starts) == len(tiles[1].starts) == 1:
+            tiles = None  # the slice fits in one tile: predicted whole, as without tiling
     for z0 in range(0, n, slab):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(f"prediction cancelled after {z0} of {n} slices")
+        _check_cancel(cancel, z0, n)
         z1 = min(n, z0 + slab)
         x = pad_slices(norm.apply(np.asarray(volume[z0:z1])))
-        probs = fn(x[..., None]).numpy()[:, :h, :w]
-        labels = probs.argmax(axis=-1).astype(np.uint8)
-        unc = entropy(probs) if uncertainty else None
+        if tiles is not None:
+            labels, probs, unc = _predict_tiled(
+                fn, x, (h, w), tiles, probabilities=probabilities, uncertainty=uncertainty,
+                check_cancel=functools.partial(_check_cancel, cancel, z0, n),
+            )
+        else:
+            probs = fn(x[..., None]).numpy()[:, :h, :w]
+            labels = probs.argmax(axis=-1).astype(np.uint8)
+            unc = entropy(probs) if uncertainty else None
         yield z0, z1, labels, (probs if probabilities else None), unc
         if progress is not None:
             progress(z1, n)
@@ -182,6 +343,8 @@ def predict_volume(
     tta: bool = False,
     cancel: threading.Event | None = None,
     progress: Progress | None = None,
+    tile_size: int | None = DEFAULT_TILE_SIZE,
+    tile_halo: int = DEFAULT_TILE_HALO,
 ) -> PredictResult:
     """Segment a whole volume in memory.
 
@@ -204,7 +367,8 @@ def predict_volume(
     unc = np.empty(volume.shape, np.float32) if uncertainty else None
     for z0, z1, lab, p, u in iter_predict(
         model, volume, info, batch_size=batch_size, probabilities=probabilities,
-        uncertainty=uncertainty, tta=tta, cancel=cancel, progress=progress,
+        uncertainty=uncertainty, tta=tta, cancel=cancel, progress=progress, tile_size=tile_size,
+        tile_halo=tile_halo,
     ):
         labels[z0:z1] = lab
         if probs is not None:
@@ -226,6 +390,8 @@ def predict_file(
     uncertainty_path: str | os.PathLike | None = None,
     tta: bool = False,
     cancel: threading.Event | None = None,
+    tile_size: int | None = DEFAULT_TILE_SIZE,
+    tile_halo: int = DEFAULT_TILE_HALO,
 ) -> Path:
     """Segment a volume file into a label stack, streamed slab by slab.
 
@@ -256,6 +422,8 @@ def predict_file(
         Replace existing output files (else :class:`OutputError`).
     cancel, progress
         As in :func:`iter_predict`; on cancel no output file is written.
+    tile_size, tile_halo
+        Tiling of big slices, as in :func:`iter_predict`.
 
     Returns
     -------
@@ -269,6 +437,7 @@ def predict_file(
     from .model import check_compatible, load_model
     from .outputs import slab_writer
 
+    check_tiling(tile_size, tile_halo)
     outputs = {"out_path": out_path, "probabilities_path": probabilities_path, "uncertainty_path": uncertainty_path}
     targets = {k: Path(v) for k, v in outputs.items() if v is not None}
     resolved = [p.resolve() for p in targets.values()]
@@ -304,6 +473,7 @@ def predict_file(
         for z0, _, labels, probs, unc in iter_predict(
             model, volume, info, batch_size=batch_size, probabilities="probabilities_path" in writers,
             uncertainty="uncertainty_path" in writers, tta=tta, cancel=cancel, progress=progress,
+            tile_size=tile_size, tile_halo=tile_halo,
         ):
             writers["out_path"].write(z0, info.class_map.decode(labels))
             if probs is not None:

@@ -8,9 +8,10 @@ does the same arithmetic in one pass: on the 2-core benchmark machine it raised 
 bfloat16 training from about 35 to about 42 images/s (``benchmarks/throughput.py``).
 
 :class:`FusedBatchNormalization` is a drop-in subclass with the same weights and the same
-results (the moving variance is kept biased, as Keras does; see the tests). The engine swaps it
-in with :func:`fused_copy` and swaps it back with :func:`plain_config` before saving, so saved
-``.keras`` files hold only standard Keras layers and load anywhere.
+results (the moving variance is kept biased, as Keras does; see the tests). The engine's
+``build_model`` and ``load_model`` swap it in (:func:`fused_copy`) and ``save_model`` swaps it
+back (:func:`plain_config`), so saved ``.keras`` files hold only standard Keras layers and load
+anywhere Keras and segmentation-models do.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ def _define() -> Any:
     return FusedBatchNormalization
 
 
+def custom_objects() -> dict[str, Any]:
+    """``custom_objects`` for ``from_config`` on a config holding fused batch norms."""
+    return {_FUSED: layer_class()}
+
+
 def _swap_class(obj: Any, old: str, new: str, registered: str | None) -> Any:
     """A Keras config with every layer of class ``old`` turned into class ``new``."""
     if isinstance(obj, list):
@@ -135,7 +141,6 @@ def fused_copy(model: Any) -> Any:
         Same architecture, layer names and weights; every ``BatchNormalization`` is a
         :class:`FusedBatchNormalization`.
     """
-    cls = layer_class()
-    copy = type(model).from_config(fused_config(model.get_config()), custom_objects={_FUSED: cls})
+    copy = type(model).from_config(fused_config(model.get_config()), custom_objects=custom_objects())
     copy.set_weights(model.get_weights())
     return copy

@@ -113,3 +113,27 @@ def test_fused_copy_and_plain_config_round_trip(tfk, tmp_path):
     assert "FusedBatchNormalization" not in text and "BatchNormalization" in json.dumps(json.loads(text))
     reloaded = keras.models.load_model(path, compile=False, safe_mode=True)
     np.testing.assert_allclose(reloaded(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
+def test_engine_models_are_fused_and_files_are_plain(tfk, tmp_path):
+    from napari_sandseg.classmap import ClassMap
+    from napari_sandseg.data import Normalization
+    from napari_sandseg.model import ModelInfo, build_model, load_model, save_model
+
+    model = build_model("resnet18", 3)
+    assert fused_bn.count_fused(model) > 20
+    assert fused_bn.count_fused(build_model("resnet18", 3, fused=False)) == 0
+    info = ModelInfo(config={}, class_map=ClassMap((0, 1, 2)), normalization=Normalization(0.0, 1.0),
+                     backbone="resnet18", n_classes=3)
+    path = save_model(model, tmp_path / "m.keras", info)
+    with zipfile.ZipFile(path) as z:
+        assert "FusedBatchNormalization" not in z.read("config.json").decode()
+    assert fused_bn.count_fused(model) > 20  # saving converted a copy, not the model itself
+    loaded, _ = load_model(path)
+    plain, _ = load_model(path, fused=False)
+    assert fused_bn.count_fused(loaded) == fused_bn.count_fused(model)
+    assert fused_bn.count_fused(plain) == 0
+    x = np.random.default_rng(5).random((2, 64, 96, 1), dtype=np.float32)
+    expected = model(x, training=False).numpy()
+    np.testing.assert_allclose(loaded(x, training=False).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(plain(x, training=False).numpy(), expected, atol=1e-5)

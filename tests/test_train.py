@@ -24,6 +24,8 @@ from napari_sandseg.predict import predict_volume
 from napari_sandseg.sample import make_sandstone
 from napari_sandseg.train import TrainConfig, TrainResult, run_training, train
 
+from _helpers import drain
+
 pytestmark = pytest.mark.slow
 
 CLASS_MAP = ClassMap((0, 1, 2, 3))
@@ -35,15 +37,6 @@ def painted_layer(labels: np.ndarray) -> np.ndarray:
     layer = np.zeros_like(labels)
     layer[:, ROWS, :] = labels[:, ROWS, :] + 1
     return layer
-
-
-def drain(gen):
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
 
 
 @pytest.fixture(scope="module")

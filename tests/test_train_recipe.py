@@ -22,16 +22,9 @@ from napari_sandseg.predict import predict_volume
 from napari_sandseg.sample import make_sandstone
 from napari_sandseg.train import learning_rate, train
 
+from _helpers import drain
+
 CLASS_MAP = ClassMap((0, 1, 2, 3))
-
-
-def drain(gen):
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
 
 
 # --- learning-rate schedule ------------------------------------------------------------------

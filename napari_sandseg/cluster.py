@@ -11,7 +11,8 @@ on their clusters (``dask scheduler`` / ``dask worker``, dask-jobqueue, dask-kub
 - Slabs are multiples of ``batch_size`` slices, so a worker runs exactly the model batches the
   single-process :func:`napari_sandseg.predict.predict_volume` runs (tiles of big slices
   included: workers call the same :func:`napari_sandseg.predict.iter_predict`), and the labels
-  are identical.
+  are identical. ``precision="auto"`` is decided once for the whole cluster
+  (:func:`cluster_precision`), so every slab is computed in the same arithmetic.
 - The client writes the slabs in order as they arrive (TIFF or zarr, see
   :mod:`napari_sandseg.outputs`), keeping only a bounded window of slabs in flight.
 """
@@ -70,8 +71,13 @@ class ModelPlugin(WorkerPlugin):
 
 
 def predict_slab(images_path: str, z0: int, z1: int, batch_size: int, tta: bool = False, *,
-                 tile_size: int | None = DEFAULT_TILE_SIZE, tile_halo: int = DEFAULT_TILE_HALO) -> np.ndarray:
-    """Class ids of slices ``z0:z1`` (runs on a worker; uses that worker's :class:`ModelPlugin`)."""
+                 tile_size: int | None = DEFAULT_TILE_SIZE, tile_halo: int = DEFAULT_TILE_HALO,
+                 precision: str = "float32") -> np.ndarray:
+    """Class ids of slices ``z0:z1`` (runs on a worker; uses that worker's :class:`ModelPlugin`).
+
+    A bfloat16 ``precision`` twin of the model is built on the worker's first slab and kept
+    with the model (:func:`napari_sandseg.predict.model_at`).
+    """
     from distributed import get_worker
 
     from .predict import predict_volume
@@ -79,13 +85,29 @@ def predict_slab(images_path: str, z0: int, z1: int, batch_size: int, tta: bool 
     plugin = get_worker().plugins[PLUGIN_NAME]
     slab = np.asarray(plugin.volume(images_path)[z0:z1])
     return predict_volume(plugin.model, slab, plugin.info, batch_size=batch_size, tta=tta, tile_size=tile_size,
-                          tile_halo=tile_halo).labels
+                          tile_halo=tile_halo, precision=precision).labels
 
 
 def slab_ranges(n_slices: int, batch_size: int, batches_per_slab: int) -> list[tuple[int, int]]:
     """``[(z0, z1), ...]`` covering ``0..n_slices`` in slabs of ``batch_size * batches_per_slab``."""
     step = batch_size * batches_per_slab
     return [(z0, min(n_slices, z0 + step)) for z0 in range(0, n_slices, step)]
+
+
+def cluster_precision(client, precision: str) -> str:
+    """``precision`` with ``"auto"`` decided by the workers: bfloat16 only when every worker picks it.
+
+    Each worker resolves ``"auto"`` for its own machine
+    (:func:`napari_sandseg.predict.resolve_predict_precision`); workers that disagree (mixed
+    CPUs, some with a GPU) all get float32, so the labels never depend on which worker took a slab.
+    """
+    from .predict import AUTO, check_precision, resolve_predict_precision
+
+    check_precision(precision)
+    if precision != AUTO:
+        return precision
+    chosen = set(client.run(resolve_predict_precision, AUTO).values())
+    return chosen.pop() if len(chosen) == 1 else "float32"
 
 
 def connect(scheduler: str | None = None, workers: int | None = None):
@@ -132,6 +154,7 @@ def predict_cluster(
     progress: Callable[[int, int], None] | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_halo: int = DEFAULT_TILE_HALO,
+    precision: str = "float32",
 ) -> Path:
     """Segment ``images_path`` into ``out_path`` across dask workers; labels equal the single-process ones.
 
@@ -154,6 +177,10 @@ def predict_cluster(
         better balance and less memory per worker.
     tta, overwrite, cancel, progress, tile_size, tile_halo
         As in :func:`napari_sandseg.predict.predict_file`.
+    precision : {"float32", "mixed_bfloat16", "auto"}
+        Arithmetic of the model, as in :func:`napari_sandseg.predict.predict_file`; ``"auto"``
+        is decided by the workers (:func:`cluster_precision`). The labels equal the
+        single-process ones computed in the same precision.
 
     Returns
     -------
@@ -172,9 +199,10 @@ def predict_cluster(
     from .lazy import open_volume
     from .model import check_compatible, load_model
     from .outputs import slab_writer
-    from .predict import check_tiling, slab_size
+    from .predict import check_precision, check_tiling, slab_size
 
     check_tiling(tile_size, tile_halo)
+    check_precision(precision)
     for name, value in (("batch_size", batch_size), ("batches_per_slab", batches_per_slab)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -196,8 +224,9 @@ def predict_cluster(
     try:
         client.register_plugin(ModelPlugin(str(model_path)), name=PLUGIN_NAME)
         window = max(1, SLABS_PER_WORKER * len(client.scheduler_info()["workers"]))
+        task = {"batch_size": batch_size, "tta": tta, "tile_size": tile_size, "tile_halo": tile_halo,
+                "precision": cluster_precision(client, precision)}
         with slab_writer(out_path, tuple(volume.shape), label_dtype, overwrite=overwrite) as writer:
-            task = {"batch_size": batch_size, "tta": tta, "tile_size": tile_size, "tile_halo": tile_halo}
             _run_in_order(client, as_completed, writer, slabs, str(images_path), task, window,
                           info.class_map.decode, volume.shape[0], cancel, progress)
     finally:

@@ -91,6 +91,99 @@ def predict_function(model, tta: bool = False):
     return fn
 
 
+#: Numeric precisions of prediction (``"auto"``: see :func:`resolve_predict_precision`).
+PREDICT_PRECISIONS = ("float32", "mixed_bfloat16", "auto")
+
+#: The precision value decided per machine.
+AUTO = "auto"
+
+
+def check_precision(precision: str) -> None:
+    """Raise :class:`ConfigError` unless ``precision`` is one of :data:`PREDICT_PRECISIONS`."""
+    if precision not in PREDICT_PRECISIONS:
+        raise ConfigError(f"precision must be one of {list(PREDICT_PRECISIONS)}, got {precision!r}")
+
+
+def resolve_predict_precision(precision: str = AUTO, gpu: bool | None = None) -> str:
+    """The precision prediction computes in on this machine.
+
+    Parameters
+    ----------
+    precision : {"float32", "mixed_bfloat16", "auto"}
+        ``"auto"`` becomes ``"mixed_bfloat16"`` on a CPU with native bfloat16
+        (:func:`napari_sandseg.config.native_bf16`) when TensorFlow sees no GPU, else
+        ``"float32"``; the others are returned as they are.
+    gpu : bool, optional
+        Whether prediction runs on a GPU; None asks TensorFlow (only when it matters).
+
+    Returns
+    -------
+    str
+        ``"float32"`` or ``"mixed_bfloat16"``.
+    """
+    check_precision(precision)
+    if precision != AUTO:
+        return precision
+    from . import config
+
+    if not config.native_bf16():  # checked first: it needs no TensorFlow
+        return "float32"
+    if gpu is None:
+        from ._tf import tf
+
+        gpu = bool(tf().config.list_physical_devices("GPU"))
+    return "float32" if gpu else "mixed_bfloat16"
+
+
+def model_at(model, precision: str):
+    """``model`` computing in ``precision``: the model itself, or its cached twin.
+
+    The twin (:func:`napari_sandseg.model.to_precision`, with fused batch norms) is built on
+    the first call and cached on ``model`` like :func:`predict_function`'s graph, so later
+    calls neither rebuild nor retrace it. It holds a copy of the weights as they were then:
+    a model trained further afterwards must be passed as a new object (``to_precision`` of it).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A segmentation model; it is not changed.
+    precision : {"float32", "mixed_bfloat16", "auto"}
+        See :func:`resolve_predict_precision`.
+    """
+    from .model import model_precision, to_precision
+
+    precision = resolve_predict_precision(precision)
+    if model_precision(model) == precision:
+        return model
+    cache_name = f"_sandseg_twin_{precision}"
+    twin = getattr(model, cache_name, None)
+    if twin is None:
+        twin = to_precision(model, precision, fused=True)
+        if precision != "float32":
+            _softmax_in_float32(twin)
+        # object.__setattr__: keep Keras from tracking the twin as a part of the model.
+        object.__setattr__(model, cache_name, twin)
+    return twin
+
+
+def _softmax_in_float32(model) -> None:
+    """Make the output softmax of a mixed-precision ``model`` compute in float32, in place.
+
+    Its bfloat16 logits are still the network's, but a bfloat16 softmax would round every
+    probability to 8 significant bits (sums off by up to 3e-3, about a thousand distinct
+    values in a volume): float32 keeps probabilities and entropy smooth and normalised, for
+    the cost of one small layer. The softmax is the last layer (segmentation-models names it
+    after the activation) before the float32 output cast, in the model or a nested one.
+    """
+    for layer in reversed(model.layers):
+        if hasattr(layer, "layers"):  # the ImageNet wrapper's nested Unet
+            _softmax_in_float32(layer)
+            return
+        if layer.name == "softmax":
+            layer.dtype_policy = "float32"
+            return
+
+
 def entropy(probabilities: np.ndarray) -> np.ndarray:
     """Normalised Shannon entropy over the last axis, in [0, 1] (float32)."""
     p = np.clip(probabilities, 1e-12, 1.0)
@@ -263,6 +356,7 @@ def iter_predict(
     progress: Progress | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_halo: int = DEFAULT_TILE_HALO,
+    precision: str = "float32",
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray | None, np.ndarray | None]]:
     """Predict slab by slab, for streaming writers.
 
@@ -292,6 +386,10 @@ def iter_predict(
     tile_halo : int
         Pixels discarded at each inner tile border, so seams do not show (see
         :data:`DEFAULT_TILE_HALO`).
+    precision : {"float32", "mixed_bfloat16", "auto"}
+        Arithmetic of the model (:func:`model_at`); probabilities are float32 either way.
+        float32 (the default) is exact and the same on every machine; bfloat16 is faster on
+        CPUs that compute it natively and agrees on nearly every label.
 
     Yields
     ------
@@ -305,7 +403,7 @@ def iter_predict(
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     check_tiling(tile_size, tile_halo)
-    fn = predict_function(model, tta)
+    fn = predict_function(model_at(model, precision), tta)
     norm = info.normalization
     n, h, w = volume.shape
     slab = slab_size(batch_size, h, w)
@@ -345,6 +443,7 @@ def predict_volume(
     progress: Progress | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_halo: int = DEFAULT_TILE_HALO,
+    precision: str = "float32",
 ) -> PredictResult:
     """Segment a whole volume in memory.
 
@@ -368,7 +467,7 @@ def predict_volume(
     for z0, z1, lab, p, u in iter_predict(
         model, volume, info, batch_size=batch_size, probabilities=probabilities,
         uncertainty=uncertainty, tta=tta, cancel=cancel, progress=progress, tile_size=tile_size,
-        tile_halo=tile_halo,
+        tile_halo=tile_halo, precision=precision,
     ):
         labels[z0:z1] = lab
         if probs is not None:
@@ -392,6 +491,7 @@ def predict_file(
     cancel: threading.Event | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_halo: int = DEFAULT_TILE_HALO,
+    precision: str = "float32",
 ) -> Path:
     """Segment a volume file into a label stack, streamed slab by slab.
 
@@ -424,6 +524,9 @@ def predict_file(
         As in :func:`iter_predict`; on cancel no output file is written.
     tile_size, tile_halo
         Tiling of big slices, as in :func:`iter_predict`.
+    precision : {"float32", "mixed_bfloat16", "auto"}
+        Arithmetic of the model, as in :func:`iter_predict` (``sandseg predict`` passes
+        ``"auto"``).
 
     Returns
     -------
@@ -438,6 +541,7 @@ def predict_file(
     from .outputs import slab_writer
 
     check_tiling(tile_size, tile_halo)
+    check_precision(precision)
     outputs = {"out_path": out_path, "probabilities_path": probabilities_path, "uncertainty_path": uncertainty_path}
     targets = {k: Path(v) for k, v in outputs.items() if v is not None}
     resolved = [p.resolve() for p in targets.values()]
@@ -452,7 +556,10 @@ def predict_file(
     # A bad image file fails before the slow model load. Files are read through tifffile's
     # zarr store, not a memory map: touched map pages would count as resident memory.
     volume = read_volume_lazy(images_path) if Path(images_path).is_dir() and not is_zarr(images_path) else open_volume(images_path)
-    model, info = load_model(model_path)
+    # A bfloat16 run turns the file's plain model straight into its fused twin: one rebuild
+    # instead of two (measured: about 0.4 s less for a resnet34 on this project's 2 cores).
+    precision = resolve_predict_precision(precision)
+    model, info = load_model(model_path, fused=precision == "float32")
     try:
         check_compatible(info, volume)
     except InputError as exc:
@@ -473,7 +580,7 @@ def predict_file(
         for z0, _, labels, probs, unc in iter_predict(
             model, volume, info, batch_size=batch_size, probabilities="probabilities_path" in writers,
             uncertainty="uncertainty_path" in writers, tta=tta, cancel=cancel, progress=progress,
-            tile_size=tile_size, tile_halo=tile_halo,
+            tile_size=tile_size, tile_halo=tile_halo, precision=precision,
         ):
             writers["out_path"].write(z0, info.class_map.decode(labels))
             if probs is not None:

@@ -74,9 +74,11 @@ def test_zarr_output_and_errors(model_file, volume_file, client, tmp_path):
     from napari_sandseg.cluster import predict_cluster
 
     path, vol = volume_file
-    out = predict_cluster(model_file, path, tmp_path / "pred.zarr", client=client, batch_size=4)
+    # bfloat16 too: the workers run the same twin and batches, so the labels are equal exactly.
+    out = predict_cluster(model_file, path, tmp_path / "pred.zarr", client=client, batch_size=4,
+                          precision="mixed_bfloat16")
     model, info = load_model(model_file)
-    expected = CLASS_MAP.decode(predict_volume(model, vol, info, batch_size=4).labels)
+    expected = CLASS_MAP.decode(predict_volume(model, vol, info, batch_size=4, precision="mixed_bfloat16").labels)
     assert np.array_equal(zarr.open_array(str(out), mode="r")[:], expected)
     assert not list(tmp_path.glob(".*tmp*"))  # the temp store was renamed into place
     with pytest.raises(OutputError, match="already exists"):
@@ -94,7 +96,8 @@ def test_cli_predict_on_local_workers_and_error_contract(model_file, volume_file
     base = ["predict", "--model", str(model_file), "--images", str(path), "--batch-size", "4"]
     assert main(base + ["--out", str(tmp_path / "p.zarr"), "--workers", "1"]) == 0
     model, info = load_model(model_file)
-    expected = CLASS_MAP.decode(predict_volume(model, vol, info, batch_size=4).labels)
+    # The CLI's precision is "auto"; the local worker decides it on this same machine.
+    expected = CLASS_MAP.decode(predict_volume(model, vol, info, batch_size=4, precision="auto").labels)
     assert np.array_equal(zarr.open_array(str(tmp_path / "p.zarr"), mode="r")[:], expected)
     capsys.readouterr()
     for bad in (["--workers", "0"], ["--workers", "2", "--dask-scheduler", "tcp://127.0.0.1:1"]):

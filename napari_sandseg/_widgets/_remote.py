@@ -107,15 +107,19 @@ def load_job(path: Path, cancel: Any) -> Generator[str, None, Any]:
 
 
 def predict_job(model_path: Path, volume: np.ndarray, batch_size: int, probabilities: bool, uncertainty: bool,
-                cancel: Any) -> Generator[tuple, None, int]:
-    """Predict slab by slab, yielding ``(z0, z1, labels, probs, unc)``; returns the slice count."""
+                cancel: Any, precision: str = "float32") -> Generator[tuple, None, int]:
+    """Predict slab by slab, yielding ``(z0, z1, labels, probs, unc)``; returns the slice count.
+
+    ``precision`` is that of :func:`napari_sandseg.predict.iter_predict`; a bfloat16 twin stays
+    cached with the model here, for the next run.
+    """
     from ..model import check_compatible
     from ..predict import iter_predict
 
     model, info = _model(model_path)
     check_compatible(info, volume)
     for z0, z1, lab, p, u in iter_predict(model, volume, info, batch_size=batch_size, probabilities=probabilities,
-                                          uncertainty=uncertainty, cancel=cancel):
+                                          uncertainty=uncertainty, cancel=cancel, precision=precision):
         yield z0, z1, lab, p, u
     return volume.shape[0]
 
@@ -132,7 +136,7 @@ class FileSummary:
 
 def predict_file_job(model_path: Path, images_path: Path, out_path: Path, probabilities_path: Path | None,
                      uncertainty_path: Path | None, batch_size: int, overwrite: bool,
-                     cancel: Any) -> Generator[tuple[int, int], None, FileSummary]:
+                     cancel: Any, precision: str = "float32") -> Generator[tuple[int, int], None, FileSummary]:
     """Segment a volume file into output files, slab by slab (:func:`napari_sandseg.predict.predict_file`).
 
     Only paths come in and go out: the volume is read here from its file and the labels are
@@ -153,7 +157,7 @@ def predict_file_job(model_path: Path, images_path: Path, out_path: Path, probab
             outcome["path"] = predict_file(
                 model_path, images_path, out_path, probabilities_path, batch_size=batch_size, overwrite=overwrite,
                 progress=lambda done, total: items.put((done, total)), uncertainty_path=uncertainty_path,
-                cancel=cancel,
+                cancel=cancel, precision=precision,
             )
         except BaseException as exc:  # noqa: BLE001 - re-raised below, in the job's own thread
             outcome["error"] = exc

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 from ..classmap import ClassMap
 from ..io import TIFF_SUFFIXES
 from ..lazy import is_zarr
+from ..predict import AUTO, PREDICT_PRECISIONS
 from ._common import CommandBox, LayerPicker, SandsegWidget
 from ._engine import EngineProcess
 from ._files import (
@@ -57,17 +58,20 @@ CLI_BATCH_SIZE = 8
 
 
 def predict_slabs(engine: EngineProcess, model_path: Path, n_classes: int, volume: np.ndarray, *, batch_size: int,
-                  probabilities: bool, uncertainty: bool,
-                  cancel: threading.Event) -> Generator[tuple[int, int], None, Any]:
+                  probabilities: bool, uncertainty: bool, cancel: threading.Event,
+                  precision: str = AUTO) -> Generator[tuple[int, int], None, Any]:
     """Worker helper: the engine's slab-wise prediction (in the engine process) gathered into arrays.
 
-    Yields ``(done, total)`` slices after each slab; returns ``(labels, probs, unc)``.
+    ``precision`` as in :func:`napari_sandseg.predict.iter_predict` ("auto" is decided by the
+    engine, where the model runs). Yields ``(done, total)`` slices after each slab; returns
+    ``(labels, probs, unc)``.
     """
     n = volume.shape[0]
     labels = np.empty(volume.shape, np.uint8)
     probs = np.empty(volume.shape + (n_classes,), np.float32) if probabilities else None
     unc = np.empty(volume.shape, np.float32) if uncertainty else None
-    slabs = engine.run("predict", model_path, volume, batch_size, probabilities, uncertainty, cancel=cancel)
+    slabs = engine.run("predict", model_path, volume, batch_size, probabilities, uncertainty, cancel=cancel,
+                       precision=precision)
     for z0, z1, lab, p, u in slabs:
         labels[z0:z1] = lab
         if probs is not None:
@@ -79,13 +83,13 @@ def predict_slabs(engine: EngineProcess, model_path: Path, n_classes: int, volum
 
 
 def segment_job(engine: EngineProcess, model_path: Path, info: Any, image: LayerSnapshot, z_range: tuple[int, int],
-                batch_size: int, probabilities: bool, uncertainty: bool, folder: Path,
-                cancel: threading.Event) -> Generator[tuple[int, int], None, tuple[Segmentation, Path]]:
+                batch_size: int, probabilities: bool, uncertainty: bool, folder: Path, cancel: threading.Event,
+                precision: str = AUTO) -> Generator[tuple[int, int], None, tuple[Segmentation, Path]]:
     """Worker: segment slices ``z_range`` of an image; also returns the image's file for the command."""
     z0, z1 = z_range
     labels, probs, unc = yield from predict_slabs(
         engine, model_path, info.n_classes, image.data[z0:z1], batch_size=batch_size, probabilities=probabilities,
-        uncertainty=uncertainty, cancel=cancel,
+        uncertainty=uncertainty, cancel=cancel, precision=precision,
     )
     seg = Segmentation(image.name, info.class_map, labels, z0, probs, unc, tuple(image.data.shape))
     return seg, image_file(image, folder)
@@ -105,7 +109,8 @@ class StreamRequest:
 
 
 def stream_job(engine: EngineProcess, model_path: Path, request: StreamRequest, batch_size: int, folder: Path,
-               cancel: threading.Event) -> Generator[tuple[int, int], None, StreamedSegmentation]:
+               cancel: threading.Event,
+               precision: str = AUTO) -> Generator[tuple[int, int], None, StreamedSegmentation]:
     """Worker: the engine streams the image file into the output files; returns lazy views of them.
 
     Yields ``(done, total)`` slices as the engine reports them. Opening the outputs here (not
@@ -116,7 +121,7 @@ def stream_job(engine: EngineProcess, model_path: Path, request: StreamRequest, 
     images = request.images if isinstance(request.images, Path) else image_file(request.images, folder)
     summary = yield from engine.run(
         "predict_file", model_path, images, request.out, request.probabilities, request.uncertainty, batch_size,
-        request.overwrite, cancel=cancel,
+        request.overwrite, cancel=cancel, precision=precision,
     )
     probs, unc = summary.probabilities, summary.uncertainty
     return StreamedSegmentation(
@@ -133,8 +138,8 @@ def engine_reads(path: Path) -> bool:
 
 def predict_command(model_path: Path, images: Path, out: Path, probabilities: Path | None,
                     uncertainty: Path | None = None, *, batch_size: int = CLI_BATCH_SIZE,
-                    overwrite: bool = False) -> list[Any]:
-    """The ``sandseg predict`` arguments for a segmentation (defaults left out)."""
+                    overwrite: bool = False, precision: str = AUTO) -> list[Any]:
+    """The ``sandseg predict`` arguments for a segmentation (defaults left out: ``--precision`` is auto)."""
     args: list[Any] = ["sandseg", "predict", "--model", model_path,
                        "--images", images, "--out", out]
     if probabilities is not None:
@@ -143,6 +148,8 @@ def predict_command(model_path: Path, images: Path, out: Path, probabilities: Pa
         args += ["--uncertainty", uncertainty]
     if batch_size != CLI_BATCH_SIZE:
         args += ["--batch-size", batch_size]
+    if precision != AUTO:
+        args += ["--precision", precision]
     if overwrite:
         args.append("--overwrite")
     return args
@@ -166,6 +173,13 @@ class SegmentWidget(SandsegWidget):
         self.batch_size = QSpinBox()
         self.batch_size.setRange(1, 512)
         self.batch_size.setValue(8)
+        self.precision = QComboBox()
+        self.precision.addItems(PREDICT_PRECISIONS)
+        self.precision.setCurrentText(AUTO)
+        self.precision.setToolTip(
+            "arithmetic of the model: auto = bfloat16 on CPUs that compute it natively (faster, nearly "
+            "identical labels), else float32; float32 gives the same result on every machine"
+        )
         self.probabilities = QCheckBox("class-probability layers")
         self.uncertainty = QCheckBox("uncertainty (entropy) layer")
         self._build_output_controls()
@@ -177,6 +191,7 @@ class SegmentWidget(SandsegWidget):
         form.addRow("Image", self.image_picker)
         form.addRow("Segment", self.scope)
         form.addRow("Batch size", self.batch_size)
+        form.addRow("Precision", self.precision)
         form.addRow(self.probabilities)
         form.addRow(self.uncertainty)
         form.addRow("Output", self.to_file)
@@ -319,13 +334,15 @@ class SegmentWidget(SandsegWidget):
         else:
             z_range = (0, n)
         snap = snapshot_layer(image, self.state)
+        batch_size, precision = self.batch_size.value(), self.precision.currentText()
         self.progress.setRange(0, z_range[1] - z_range[0])
         self.progress.setValue(0)
         self.status.setText(f"segmenting '{image.name}' slices {z_range[0]}..{z_range[1] - 1} ...")
         self.run_job(
-            segment_job, self.state.engine, m.path, m.info, snap, z_range, self.batch_size.value(), self.probabilities.isChecked(),
-            self.uncertainty.isChecked(), self.state.folder,
-            on_yield=lambda p: self.progress.setValue(p[0]), on_return=self._segmented,
+            segment_job, self.state.engine, m.path, m.info, snap, z_range, batch_size, self.probabilities.isChecked(),
+            self.uncertainty.isChecked(), self.state.folder, precision=precision,
+            on_yield=lambda p: self.progress.setValue(p[0]),
+            on_return=lambda outcome: self._segmented(outcome, batch_size, precision),
         )
 
     def stream_request(self, image: Any, class_map: ClassMap) -> StreamRequest | None:
@@ -361,14 +378,14 @@ class SegmentWidget(SandsegWidget):
         request = self.stream_request(image, m.info.class_map)
         if request is None:
             return
-        batch_size = self.batch_size.value()
+        batch_size, precision = self.batch_size.value(), self.precision.currentText()
         self.progress.setRange(0, int(image.data.shape[0]))
         self.progress.setValue(0)
         self.status.setText(f"segmenting '{image.name}' into {request.out} ...")
         self.run_job(
-            stream_job, self.state.engine, m.path, request, batch_size, self.state.folder,
+            stream_job, self.state.engine, m.path, request, batch_size, self.state.folder, precision=precision,
             on_yield=lambda p: self.progress.setValue(p[0]),
-            on_return=lambda result: self._streamed(result, m.path, batch_size, request.overwrite),
+            on_return=lambda result: self._streamed(result, m.path, batch_size, request.overwrite, precision),
         )
 
     def set_busy(self, busy: bool) -> None:  # noqa: D102
@@ -381,7 +398,7 @@ class SegmentWidget(SandsegWidget):
         for control in (self.to_file, self.out_edit, self.browse_button, self.overwrite):
             control.setEnabled(False)
 
-    def _segmented(self, outcome: tuple[Segmentation, Path]) -> None:
+    def _segmented(self, outcome: tuple[Segmentation, Path], batch_size: int, precision: str) -> None:
         seg, images_file = outcome
         self.last = seg
         layer = show_segmentation(self.viewer, seg, self.state)
@@ -389,18 +406,20 @@ class SegmentWidget(SandsegWidget):
         stem = safe_name(seg.image_name)
         out = self.state.folder / f"{stem}_segmentation.tif"
         probs = self.state.folder / f"{stem}_probabilities.tif" if seg.probabilities is not None else None
-        self.command.set_command(predict_command(m.path, images_file, out, probs, batch_size=self.batch_size.value()))
+        self.command.set_command(predict_command(m.path, images_file, out, probs, batch_size=batch_size,
+                                                 precision=precision))
         what = "whole stack" if seg.labels.shape[0] == seg.full_shape[0] else f"slice {seg.z_start}"
         extra = " Probability/uncertainty layers were added hidden: tick their eye to show them." if (
             seg.probabilities is not None or seg.uncertainty is not None) else ""
         self.status.setText(f"Segmented the {what} into '{layer.name}'.{extra}")
 
-    def _streamed(self, seg: StreamedSegmentation, model_path: Path, batch_size: int, overwrite: bool) -> None:
+    def _streamed(self, seg: StreamedSegmentation, model_path: Path, batch_size: int, overwrite: bool,
+                  precision: str) -> None:
         self.last = seg
         layer = show_streamed(self.viewer, seg, self.state)
         self.command.set_command(predict_command(
             model_path, seg.images, seg.labels_path, seg.probabilities_path, seg.uncertainty_path,
-            batch_size=batch_size, overwrite=overwrite,
+            batch_size=batch_size, overwrite=overwrite, precision=precision,
         ))
         extra = " Probability/uncertainty layers (files beside it) were added hidden." if (
             seg.probabilities is not None or seg.uncertainty is not None) else ""

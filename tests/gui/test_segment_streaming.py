@@ -34,7 +34,8 @@ CLASS_MAP = ClassMap((0, 85, 170, 255))
 VOLUME = make_sandstone((8, 64, 64), seed=3)[0][:6]  # at least 8 slices are made
 
 # Runs in its own process: an untrained (seeded) resnet18 is enough to check the plumbing, and
-# the expected labels come from predict_volume on the very same file and model.
+# the expected labels come from predict_volume on the very same file and model, in the precision the
+# widget uses by default ("auto").
 MAKE_MODEL = r"""
 import sys
 from pathlib import Path
@@ -54,7 +55,11 @@ info = ModelInfo(config={}, class_map=ClassMap((0, 85, 170, 255)), normalization
                  backbone="resnet18", n_classes=4)
 save_model(build_model("resnet18", 4), folder / "model.keras", info)
 model, info = load_model(folder / "model.keras")
-np.save(folder / "expected.npy", predict_volume(model, open_volume(folder / "scan.tif"), info, batch_size=8).labels)
+# precision "auto", as the widget's default: the engine decides it on this same machine.
+expected = predict_volume(model, open_volume(folder / "scan.tif"), info, batch_size=8, precision="auto")
+np.save(folder / "expected.npy", expected.labels)
+exact = predict_volume(model, open_volume(folder / "scan.tif"), info, batch_size=8, precision="float32")
+np.save(folder / "expected_float32.npy", exact.labels)
 """
 
 
@@ -212,6 +217,19 @@ def test_zarr_store_streams_to_a_zarr_store(make_napari_viewer, qtbot, tmp_path,
          "--probabilities", tmp_path / "scan_probabilities.zarr"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.zarr", "scan_probabilities.zarr",
                                                          "scan_segmentation.zarr"]
+
+    # float32 chosen: the engine computes in float32 (labels as predict_volume's) and the command says so.
+    assert seg.precision.currentText() == "auto"
+    seg.precision.setCurrentText("float32")
+    seg.overwrite.setChecked(True)
+    seg.run_button.click()
+    _wait(qtbot, seg)
+    assert _errors(notes) == []
+    exact = np.load(model.parent / "expected_float32.npy")
+    np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[:], CLASS_MAP.decode(exact))
+    assert seg.command.command() == format_command(
+        ["sandseg", "predict", "--model", model, "--images", store, "--out", out,
+         "--probabilities", tmp_path / "scan_probabilities.zarr", "--precision", "float32", "--overwrite"])
 
 
 @pytest.mark.parametrize("suffix", [".tif", ".zarr"])

@@ -140,8 +140,9 @@ def model_at(model, precision: str):
 
     The twin (:func:`napari_sandseg.model.to_precision`, with fused batch norms) is built on
     the first call and cached on ``model`` like :func:`predict_function`'s graph, so later
-    calls neither rebuild nor retrace it. It holds a copy of the weights as they were then:
-    a model trained further afterwards must be passed as a new object (``to_precision`` of it).
+    calls neither rebuild nor retrace it. Its weights are refreshed from ``model`` on every
+    call (a copy of a few hundred MB at most, small next to a prediction), so a model trained
+    further between two predictions is never predicted with stale weights.
 
     Parameters
     ----------
@@ -163,6 +164,8 @@ def model_at(model, precision: str):
             _softmax_in_float32(twin)
         # object.__setattr__: keep Keras from tracking the twin as a part of the model.
         object.__setattr__(model, cache_name, twin)
+    else:
+        twin.set_weights(model.get_weights())
     return twin
 
 

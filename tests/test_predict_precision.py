@@ -113,6 +113,20 @@ def test_the_twin_is_cached_and_the_model_is_unchanged(trained, monkeypatch):
     assert len(model.weights) == len(weights)  # the twin is not tracked as a part of the model
 
 
+def test_the_twin_follows_weights_changed_after_it_was_built(trained):
+    model, images, _ = trained
+    model_at(model, "mixed_bfloat16")  # the twin exists
+    saved = model.get_weights()
+    try:
+        model.set_weights([np.zeros_like(w) if w.ndim == 4 else w for w in saved])  # zero every conv kernel
+        twin = model_at(model, "mixed_bfloat16")
+        for a, b in zip(model.get_weights(), twin.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        model.set_weights(saved)
+    assert all(np.array_equal(a, b) for a, b in zip(saved, model_at(model, "mixed_bfloat16").get_weights()))
+
+
 def test_predict_file_with_a_precision_writes_the_labels(trained, tmp_path):
     model, images, _ = trained
     model_path = save_model(model, tmp_path / "m.keras", INFO)

@@ -93,6 +93,11 @@ def sm() -> ModuleType:
     return segmentation_models
 
 
+def has_gpu() -> bool:
+    """Whether TensorFlow sees a GPU (training and prediction then run there)."""
+    return bool(tf().config.list_physical_devices("GPU"))
+
+
 def describe_device() -> str:
     """Plain description of the compute device: ``"GPU: <name>"`` or ``"CPU: no GPU found"``."""
     gpus = tf().config.list_physical_devices("GPU")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Callable
 
 from .data import SIZE_MULTIPLE, split_advice, split_counts
 from .distribute import STRATEGIES
@@ -315,7 +315,24 @@ class TrainConfig:
         """
         if self.precision != AUTO:
             return self
-        return self.replace(precision="mixed_bfloat16" if native_bf16() and not gpu else "float32")
+        return self.replace(precision=auto_precision(lambda: gpu))
+
+
+def auto_precision(gpu: Callable[[], bool]) -> str:
+    """What ``precision="auto"`` means on this machine, for training and prediction alike.
+
+    Parameters
+    ----------
+    gpu : callable
+        Says whether the work runs on a GPU; asked only on a CPU with native bfloat16
+        (:func:`native_bf16`), since answering may need TensorFlow.
+
+    Returns
+    -------
+    str
+        ``"mixed_bfloat16"`` on a native-bfloat16 CPU without a GPU, else ``"float32"``.
+    """
+    return "mixed_bfloat16" if native_bf16() and not gpu() else "float32"
 
 
 def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .config import AUTO, PRECISIONS, auto_precision
 from .data import pad_slices, padded_size
 from .errors import Cancelled, ConfigError, InputError, OutputError
 
@@ -91,11 +92,9 @@ def predict_function(model, tta: bool = False):
     return fn
 
 
-#: Numeric precisions of prediction (``"auto"``: see :func:`resolve_predict_precision`).
-PREDICT_PRECISIONS = ("float32", "mixed_bfloat16", "auto")
-
-#: The precision value decided per machine.
-AUTO = "auto"
+#: Numeric precisions of prediction: those of training (``"auto"``: see
+#: :func:`resolve_predict_precision`).
+PREDICT_PRECISIONS = PRECISIONS
 
 
 def check_precision(precision: str) -> None:
@@ -124,15 +123,9 @@ def resolve_predict_precision(precision: str = AUTO, gpu: bool | None = None) ->
     check_precision(precision)
     if precision != AUTO:
         return precision
-    from . import config
+    from ._tf import has_gpu
 
-    if not config.native_bf16():  # checked first: it needs no TensorFlow
-        return "float32"
-    if gpu is None:
-        from ._tf import tf
-
-        gpu = bool(tf().config.list_physical_devices("GPU"))
-    return "float32" if gpu else "mixed_bfloat16"
+    return auto_precision(has_gpu if gpu is None else lambda: gpu)
 
 
 def model_at(model, precision: str):

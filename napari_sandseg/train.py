@@ -117,6 +117,7 @@ def train(
     from .model import ModelInfo, build_model, load_model, save_model, to_precision
 
     from . import distribute
+    from ._tf import has_gpu
     from .patches import PatchSampler, fit_normalization, patch_size, patches_per_pass, scan_targets, wants_patches
 
     config = (config if config is not None else TrainConfig()).validate()
@@ -155,7 +156,7 @@ def train(
     strategy = distribute.select_strategy(config.strategy)
     n_replicas = distribute.replicas(strategy)
     write_path = distribute.worker_out_path(out_path)  # non-chief workers write scratch files
-    config = config.resolve_precision(gpu=_uses_gpu())
+    config = config.resolve_precision(gpu=has_gpu())
     if config.precision != "float32":
         notes.append(f"trained in {config.precision} (float32 weights); the saved model computes in float32")
 
@@ -311,13 +312,6 @@ def train(
     # predict a little differently from the saved file: callers get the plain float32 twin.
     plain = n_replicas == 1 and config.precision == "float32"
     return TrainResult(model if plain else export, info, write_path, info.history, state.cancelled, test_metrics, state.best_epoch)
-
-
-def _uses_gpu() -> bool:
-    """Whether TensorFlow sees a GPU (training then runs there)."""
-    from ._tf import tf
-
-    return bool(tf().config.list_physical_devices("GPU"))
 
 
 

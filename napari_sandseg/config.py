@@ -10,7 +10,7 @@ from .data import SIZE_MULTIPLE, split_advice, split_counts
 from .distribute import STRATEGIES
 from .errors import ConfigError
 from .losses import LOSSES
-from .model import SUPPORTED_BACKBONES
+from .model import MODEL_PRECISIONS, SUPPORTED_BACKBONES
 
 #: Learning-rate schedules: constant, cosine decay to 0 over all steps, halve on plateau.
 LR_SCHEDULES = ("constant", "cosine", "plateau")
@@ -18,11 +18,11 @@ LR_SCHEDULES = ("constant", "cosine", "plateau")
 #: Validation figures that can pick the best epoch and drive early stopping.
 MONITORS = ("val_loss", "val_mean_iou")
 
-#: Numeric precisions of training ("auto": bfloat16 where the CPU computes it natively).
-PRECISIONS = ("float32", "mixed_bfloat16", "auto")
-
 #: ``crop_size`` / ``precision`` value meaning "decide at training time" (see :meth:`TrainConfig.resolve_crop`).
 AUTO = "auto"
+
+#: Numeric precisions of training: a model's, or "auto" (bfloat16 where the CPU computes it natively).
+PRECISIONS = (*MODEL_PRECISIONS, AUTO)
 
 #: Crop size ``crop_size="auto"`` picks on slices larger than it in both dimensions.
 AUTO_CROP = 128

@@ -32,13 +32,24 @@ def labels_to_values(data: np.ndarray, metadata: dict[str, Any] | None, name: st
     """
     data = np.asarray(data)
     class_map = class_map_from_metadata(metadata) or default_class_map(data)
+    return class_ids(data, class_map, name), class_map
+
+
+def class_ids(data: np.ndarray, class_map: Any, name: str) -> np.ndarray:
+    """Class ids of Labels-layer values (``k`` = id ``k - 1``), checked against ``class_map``.
+
+    Raises
+    ------
+    InputError
+        If pixels are unpainted or a value lies outside the class map.
+    """
     ids = dense_ids(data, name)
     if ids.size and int(ids.max()) >= class_map.n_classes:
         raise InputError(
             f"layer '{name}': holds label {int(ids.max()) + 1} but its class map has "
             f"{class_map.n_classes} classes (labels 1..{class_map.n_classes})"
         )
-    return ids, class_map
+    return ids
 
 
 def write_labels_layer(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:

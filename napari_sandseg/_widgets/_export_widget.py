@@ -11,8 +11,8 @@ from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPushButton
 
-from .._layers import CLASS_MAP_KEY, SOURCE_KEY, class_map_from_metadata
-from .._writer import labels_to_values
+from .._layers import SOURCE_KEY, class_map_from_metadata
+from .._writer import class_ids, labels_to_values
 from ..classmap import ClassMap, value_dtype
 from ..io import write_labels
 from ._common import LayerPicker, SandsegWidget
@@ -55,8 +55,7 @@ def export_lazy_job(data: Any, metadata: dict[str, Any], name: str, path: Path, 
             if cancel.is_set():
                 raise Cancelled(f"export of '{name}' cancelled; {path} was not changed")
             z1 = min(n, z0 + step)
-            ids, _ = labels_to_values(np.asarray(data[z0:z1]), {CLASS_MAP_KEY: class_map.to_dict()}, name)
-            writer.write(z0, class_map.decode(ids))
+            writer.write(z0, class_map.decode(class_ids(np.asarray(data[z0:z1]), class_map, name)))
             yield f"writing {path.name}: slices {z1} / {n}"
     return path
 

@@ -466,7 +466,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .classmap import ClassMap, check_integer_valued
     from .io import atomic_write, check_pair, read_volume
-    from .metrics import evaluate, format_table, to_json_dict
+    from .metrics import class_value_mismatch, evaluate, format_table, to_json_dict
 
     if args.json is not None:
         check_output(args.json, args.overwrite)
@@ -475,8 +475,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_pair(truth, pred, str(args.truth), str(args.pred))
     check_integer_valued(truth, str(args.truth))
     check_integer_valued(pred, str(args.pred))
+    truth_values, pred_values = np.unique(truth), np.unique(pred)
+    mismatch = class_value_mismatch(truth_values, pred_values, str(args.truth), str(args.pred))
+    if mismatch is not None:
+        warnings.warn(mismatch, SandsegWarning, stacklevel=1)
     # Classes are the union of both files' values, ascending, so a class only one side has counts.
-    class_map = ClassMap(tuple(int(v) for v in np.union1d(np.unique(truth), np.unique(pred))))
+    class_map = ClassMap(tuple(int(v) for v in np.union1d(truth_values, pred_values)))
     report = evaluate(
         class_map.encode(truth, str(args.truth)), class_map.encode(pred, str(args.pred)),
         class_map.n_classes, class_map.values, class_map.names,

@@ -24,6 +24,75 @@ from .errors import InputError
 CHUNK_VOXELS = 1 << 22
 
 
+#: Plain-language names of the figures training and evaluation report (Keras log keys and
+#: report keys), for every label, legend and status line a user reads.
+METRIC_LABELS = {
+    "loss": "training loss",
+    "val_loss": "validation loss",
+    "val_mean_iou": "validation mean IoU",
+    "mean_iou": "mean IoU",
+    "pixel_accuracy": "pixel accuracy",
+    "learning_rate": "learning rate",
+}
+
+
+def metric_label(name: str) -> str:
+    """The plain-language label of an internal metric name (the name itself when unknown)."""
+    return METRIC_LABELS.get(name, name.replace("_", " "))
+
+
+def format_figure(name: str, value: float | None) -> str:
+    """A figure rounded for reading: IoU, Dice and accuracy to 3 decimals, others to 4 significant digits.
+
+    Parameters
+    ----------
+    name : str
+        Internal metric name (``"val_mean_iou"``, ``"loss"``, ...); its kind decides the rounding.
+    value : float or None
+        None or NaN gives ``"n/a"``.
+    """
+    if _is_missing(value):
+        return "n/a"
+    if any(word in name for word in ("iou", "dice", "accuracy")):
+        return f"{float(value):.3f}"
+    return f"{float(value):.4g}"
+
+
+def class_value_mismatch(truth_values: Sequence[int], pred_values: Sequence[int], truth_name: str = "truth",
+                         pred_name: str = "prediction") -> str | None:
+    """A warning when truth and prediction seem to number their classes differently, else None.
+
+    IoU compares equal class values only. When each side holds values the other lacks (truth
+    1..4 and prediction 0..3, say), the two were most likely written with different class
+    numberings and every figure is meaningless; a prediction that merely misses a class of the
+    truth is not warned about.
+
+    Parameters
+    ----------
+    truth_values, pred_values : sequence of int
+        The class values present in each.
+    truth_name, pred_name : str
+        What to call each in the message (file or layer names).
+    """
+    truth_set, pred_set = {int(v) for v in truth_values}, {int(v) for v in pred_values}
+    shared = truth_set & pred_set
+    if len(shared) >= len(truth_set) or len(shared) >= len(pred_set):
+        return None
+    return (
+        f"{truth_name} holds class values {_value_list(truth_set)} but {pred_name} holds "
+        f"{_value_list(pred_set)} (shared: {_value_list(shared)}); IoU compares equal values only, so check "
+        "that both use the same class values (e.g. not 0..3 in one and 1..4 in the other)"
+    )
+
+
+def _value_list(values: set[int], limit: int = 12) -> str:
+    """``[0, 1, 2]``, cut to ``limit`` values for very many."""
+    ordered = sorted(values)
+    if len(ordered) <= limit:
+        return str(ordered)
+    return "[" + ", ".join(str(v) for v in ordered[:limit]) + f", ... ({len(ordered)} values)]"
+
+
 def confusion_matrix(truth_ids: np.ndarray, pred_ids: np.ndarray, n_classes: int) -> np.ndarray:
     """Count voxels per (truth class, predicted class) pair.
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import shlex
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Generator, Sequence
 
+from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import (
     QApplication,
     QComboBox,
@@ -17,8 +20,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..errors import Cancelled, SandsegError
+from ..metrics import METRIC_LABELS
 from ._state import SessionState, session_for
-from ._workers import Job
+from ._workers import Job, JobFailed
+
+#: Status line of a widget whose job was asked to stop (it stops at the next batch or slab).
+STOPPING = "stopping..."
+#: Most lines the command box shows before it scrolls.
+COMMAND_LINES = 6
 
 
 class LayerPicker(QComboBox):
@@ -31,18 +41,29 @@ class LayerPicker(QComboBox):
         ``napari.layers.Image`` or ``napari.layers.Labels``.
     prefer : callable, optional
         ``prefer(name) -> bool``: when nothing is selected yet, pick the first layer it likes.
+    follow : bool
+        Also switch to each newly added layer that ``prefer`` likes (a new segmentation), until
+        the user picks a layer by hand; from then on the user's pick stays (unless it is removed).
     """
 
-    def __init__(self, viewer: Any, layer_type: type, prefer: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, viewer: Any, layer_type: type, prefer: Callable[[str], bool] | None = None,
+                 follow: bool = False) -> None:
         super().__init__()
         self._viewer = viewer
         self._type = layer_type
         self._prefer = prefer
+        self._follow = follow and prefer is not None
+        self.user_picked = False  # set by a choice in the list (keyboard or mouse), never by code
+        self._picked: Any = None  # weak reference to the selected layer, to follow its renames
         self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
+        self.activated.connect(self._picked_by_hand)
+        self.currentTextChanged.connect(self._remember)
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
         viewer.layers.events.reordered.connect(self.refresh)
+        for layer in viewer.layers:  # layers added later are connected as they are inserted
+            layer.events.name.connect(self.refresh)
         self.refresh()
 
     def names(self) -> list[str]:
@@ -50,16 +71,30 @@ class LayerPicker(QComboBox):
         return [layer.name for layer in self._viewer.layers if isinstance(layer, self._type)]
 
     def refresh(self, event: Any = None) -> None:
-        """Re-list the layers, keeping the selection when it still exists."""
+        """Re-list the layers, keeping the selection while it exists (renamed or not).
+
+        A new layer that ``prefer`` likes is selected instead when the picker follows new layers
+        and the user has not picked one by hand. ``currentTextChanged`` is emitted once when the
+        selection changed.
+        """
+        adopt = None
         if event is not None and getattr(event, "type", "") == "inserted":
             # Follow renames too: a layer renamed later must show its new name.
             event.value.events.name.connect(self.refresh)
-        current = self.currentText()
+            if self._follow and not self.user_picked and isinstance(event.value, self._type) and self._prefer(event.value.name):
+                adopt = event.value.name
+        before = self.currentText()
+        picked = self._picked() if self._picked is not None else None
         names = self.names()
+        current = picked.name if picked is not None and picked in self._viewer.layers else before
+        if current not in names:
+            self.user_picked = False  # the user's layer is gone: follow new layers again
         self.blockSignals(True)
         self.clear()
         self.addItems(names)
-        if current in names:
+        if adopt in names:
+            self.setCurrentText(adopt)
+        elif current in names:
             self.setCurrentText(current)
         elif self._prefer is not None:
             for name in names:
@@ -67,6 +102,10 @@ class LayerPicker(QComboBox):
                     self.setCurrentText(name)
                     break
         self.blockSignals(False)
+        if self.currentText() != before:
+            self.currentTextChanged.emit(self.currentText())
+        else:
+            self._remember(self.currentText())
 
     def layer(self) -> Any | None:
         """The selected layer, or None."""
@@ -81,18 +120,36 @@ class LayerPicker(QComboBox):
         self.refresh()
         self.setCurrentText(name)
 
+    def _picked_by_hand(self, _index: int) -> None:
+        self.user_picked = True
+
+    def _remember(self, _text: str) -> None:
+        layer = self.layer()
+        self._picked = weakref.ref(layer) if layer is not None else None
+
 
 class CommandBox(QWidget):
-    """Shows the equivalent ``sandseg`` command line, read-only, with a Copy button."""
+    """Shows the equivalent ``sandseg`` command line, read-only, with a Copy button.
+
+    The command is shown in a monospace font, broken into lines between arguments (never
+    inside one) with shell line continuations, so what is shown still runs when pasted; the
+    Copy button copies it as one line. A note below it says what the command cannot repeat.
+    """
 
     def __init__(self) -> None:
         super().__init__()
+        self._args: list[str] = []
+        self._line = ""
         self.text = QPlainTextEdit()
         self.text.setReadOnly(True)
+        self.text.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self.text.setLineWrapMode(QPlainTextEdit.NoWrap)  # lines are broken between arguments below
         self.text.setPlaceholderText("the equivalent sandseg command appears here")
-        self.text.setMaximumHeight(72)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        self.note.hide()
         self.copy_button = QPushButton("Copy")
-        self.copy_button.setToolTip("copy the command line to the clipboard")
+        self.copy_button.setToolTip("copy the command line to the clipboard (as one line)")
         self.copy_button.clicked.connect(self.copy)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -102,29 +159,92 @@ class CommandBox(QWidget):
         row.addWidget(self.copy_button)
         layout.addLayout(row)
         layout.addWidget(self.text)
+        layout.addWidget(self.note)
+        self._layout_text()
 
-    def set_command(self, args: Sequence[str | Path]) -> str:
-        """Show ``args`` as one shell-quoted command line; returns it."""
-        line = format_command(args)
-        self.text.setPlainText(line)
-        return line
+    def set_command(self, args: Sequence[str | Path], note: str = "") -> str:
+        """Show ``args`` as a shell-quoted command line (and ``note`` below it); returns the line."""
+        self._args = [str(a) for a in args]
+        self._line = format_command(self._args)
+        self._layout_text()
+        self.set_note(note)
+        return self._line
+
+    def set_unavailable(self, reason: str) -> None:
+        """Show no command, only why there is none."""
+        self._args, self._line = [], ""
+        self._layout_text()
+        self.set_note(reason)
+
+    def set_note(self, note: str) -> None:
+        """The line under the command (hidden when empty)."""
+        self.note.setText(note)
+        self.note.setVisible(bool(note))
 
     def command(self) -> str:
-        """The command line shown."""
-        return self.text.toPlainText()
+        """The command line, on one line (what Copy copies)."""
+        return self._line
 
     def copy(self) -> None:
         """Put the command line on the clipboard."""
         QApplication.clipboard().setText(self.command())
 
+    def resizeEvent(self, event: Any) -> None:  # noqa: D102
+        super().resizeEvent(event)
+        self._layout_text()
+
+    def _layout_text(self) -> None:
+        """Break the command to the box's width and fit the box's height to the lines."""
+        metrics = self.text.fontMetrics()
+        columns = max(self.text.viewport().width() // max(metrics.horizontalAdvance("m"), 1) - 1, 30)
+        shown = wrap_command(self._args, columns)
+        if shown != self.text.toPlainText():
+            self.text.setPlainText(shown)
+        lines = min(max(shown.count("\n") + 1, 2), COMMAND_LINES)
+        frame = 2 * self.text.frameWidth() + int(self.text.document().documentMargin() * 2)
+        scrollbar = self.text.horizontalScrollBar().sizeHint().height()
+        self.text.setFixedHeight(lines * metrics.lineSpacing() + frame + scrollbar)
+
 
 def format_command(args: Sequence[str | Path]) -> str:
-    """Shell-quote ``args`` into one command line (``<...>`` notes are left as they are)."""
-    parts = []
-    for arg in args:
-        text = str(arg)
-        parts.append(text if text.startswith("<") and text.endswith(">") else shlex.quote(text))
-    return " ".join(parts)
+    """Shell-quote ``args`` into one command line."""
+    return " ".join(shlex.quote(str(arg)) for arg in args)
+
+
+def command_groups(args: Sequence[str | Path]) -> list[str]:
+    """Shell-quoted words grouped so that no line break falls inside an argument.
+
+    The program and its sub-command form the first group; each ``--flag`` starts a new group
+    that keeps the values following it (``--images /data/scan.tif``).
+    """
+    groups: list[str] = []
+    for arg in (str(a) for a in args):
+        word = shlex.quote(arg)
+        if groups and not arg.startswith("--"):
+            groups[-1] += " " + word
+        else:
+            groups.append(word)
+    return groups
+
+
+def wrap_command(args: Sequence[str | Path], columns: int = 80) -> str:
+    """``args`` as a shell command broken between argument groups to about ``columns`` characters.
+
+    Lines end in `` \\`` and continue indented, so the text runs as it is in a POSIX shell.
+    """
+    lines: list[str] = []
+    for group in command_groups(args):
+        if lines and len(lines[-1]) + 1 + len(group) <= columns - 4:
+            lines[-1] += " " + group
+        else:
+            lines.append(group)
+    return " \\\n  ".join(lines)
+
+
+def plain_metric_names(text: str) -> str:
+    """``text`` with internal metric names (``val_mean_iou``) replaced by their labels."""
+    names = sorted((k for k in METRIC_LABELS if "_" in k), key=len, reverse=True)
+    return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda m: METRIC_LABELS[m.group(1)], text)
 
 
 class SandsegWidget(QWidget):
@@ -141,6 +261,9 @@ class SandsegWidget(QWidget):
         self.state: SessionState = session_for(napari_viewer)
         self.state.acquire()
         self.job: Job | None = None
+        self.stopping = False  # Cancel was pressed; the job has not ended yet
+        self._failure: BaseException | None = None  # why the current job ended without a result
+        self._cancel_button: QPushButton | None = None
         self.setLayout(QVBoxLayout())
         # destroyed fires during C++ destruction: the closure must not touch `self` as a QWidget.
         holder = {"job": None, "state": self.state}
@@ -155,9 +278,18 @@ class SandsegWidget(QWidget):
         on_return: Callable[[Any], None] | None = None,
         **kwargs: Any,
     ) -> Job:
-        """Start ``func`` in a worker; :meth:`set_busy` brackets it."""
+        """Start ``func`` in a worker; :meth:`set_busy` brackets it.
+
+        When the job ends without a result (a problem the user can fix, a cancellation, a
+        bug), the status line says so instead of keeping the text of the running job.
+        """
+        self.stopping = False
+        self._failure = None
         self.set_busy(True)
         self.job = Job(func, *args, on_yield=on_yield, on_return=on_return, on_finish=self._job_finished, **kwargs)
+        # Connected after the Job's own handlers, so they run after them (before `finished`).
+        self.job.worker.returned.connect(self._note_returned)
+        self.job.worker.errored.connect(self._note_error)
         self._holder["job"] = self.job
         return self.job.start()
 
@@ -175,25 +307,67 @@ class SandsegWidget(QWidget):
         cancel_button.setToolTip("stop at the next batch (training keeps its best weights)")
         cancel_button.clicked.connect(self.cancel)
         cancel_button.setEnabled(False)
+        self._cancel_button = cancel_button
         row = QHBoxLayout()
         row.addWidget(run_button, run_stretch)
         row.addWidget(cancel_button)
         return run_button, cancel_button, row
 
+    def _note_returned(self, value: Any) -> None:
+        if isinstance(value, JobFailed):
+            self._failure = value.error
+
+    def _note_error(self, exc: BaseException) -> None:
+        self._failure = exc
+
     def _job_finished(self) -> None:
         self.set_busy(False)
+        failure, self._failure = self._failure, None
+        self.stopping = False
+        if failure is not None:
+            self.set_status(failure_text(failure))
 
     def set_busy(self, busy: bool) -> None:
         """Enable/disable controls while a job runs (subclasses extend)."""
 
+    def status_line(self) -> QLabel | None:
+        """The label that says what the widget is doing (``self.status`` unless overridden)."""
+        return getattr(self, "status", None)
+
+    def set_status(self, text: str) -> None:
+        """Show ``text`` in the status line."""
+        label = self.status_line()
+        if label is not None:
+            label.setText(text)
+
+    def show_progress(self, text: str) -> None:
+        """Show a running job's progress, unless it is stopping (then "stopping..." stays)."""
+        if not self.stopping:
+            self.set_status(text)
+
     def cancel(self) -> None:
-        """Ask the running job to stop at the next batch."""
-        if self.job is not None:
-            self.job.cancel()
+        """Ask the running job to stop at the next batch; Cancel stays disabled until it has."""
+        if self.job is None or not self.job.running:
+            return
+        self.job.cancel()
+        self.stopping = True
+        if self._cancel_button is not None:
+            self._cancel_button.setEnabled(False)
+        self.set_status(STOPPING)
 
     def shutdown(self) -> None:
         """Stop a running job and write pending autosaves (also done on destruction)."""
         _shutdown(self._holder)
+
+
+def failure_text(error: BaseException) -> str:
+    """The status line of a job that ended without a result."""
+    if isinstance(error, Cancelled):
+        text = str(error)
+        return text[:1].upper() + text[1:]
+    if isinstance(error, SandsegError):
+        return f"Failed: {error}"
+    return f"Failed with an unexpected error ({type(error).__name__}); see the napari notification."
 
 
 def _shutdown(holder: dict[str, Any]) -> None:

@@ -31,13 +31,13 @@ from .._layers import class_map_from_metadata
 from ..autosave import autosave_dir, find_autosave, load_edits
 from ..classmap import ClassMap
 from ..io import write_labels, write_volume
-from ._files import write_sparse_mask
-from ._common import CommandBox, LayerPicker, SandsegWidget
+from ._files import sparse_mask_problem, write_sparse_mask
+from ._common import CommandBox, LayerPicker, SandsegWidget, plain_metric_names
 from ._engine import EngineProcess
-from ._results import Segmentation, show_segmentation
+from ._results import Segmentation, is_segmentation, show_segmentation
 from ._segment_widget import predict_slabs
 from ._state import TrainingData
-from ._train_widget import train_command
+from ._train_widget import epoch_text, train_command, training_result_text
 
 _USER_ROLE = 256
 
@@ -84,8 +84,8 @@ class FineTuneOutcome:
     result: Any
     segmentation: Segmentation | None
     images_file: Path
-    masks_file: Path
-    exact: bool = True
+    masks_file: Path | None  # None: the --sparse convention cannot express these corrections
+    note: str = ""  # why there is no command, when masks_file is None
 
 
 def finetune_job(engine: EngineProcess, data: FineTuneData, class_map: ClassMap, config: Any, init_model: Path,
@@ -96,22 +96,26 @@ def finetune_job(engine: EngineProcess, data: FineTuneData, class_map: ClassMap,
     stem = out_path.stem
     # The exact stacks trained on, so the command line reproduces this fine-tune.
     images_file = write_volume(folder / f"{stem}_images.tif", data.images, overwrite=True)
-    masks_file = folder / f"{stem}_masks.tif"
+    masks_file: Path | None = folder / f"{stem}_masks.tif"
     targets = data.targets
-    if config.sparse:
-        exact = write_sparse_mask(masks_file, targets, class_map)
-    else:  # everything labelled: train densely and write the original class values
+    note = ""
+    if not config.sparse:  # everything labelled: train densely and write the original class values
         targets = targets.astype(np.int64) - 1
         write_labels(masks_file, targets, class_map, overwrite=True, compression="zlib")
-        exact = True
+    elif (problem := sparse_mask_problem(class_map)) is None:
+        # With --init-model the CLI maps the painted values onto the model's classes, so the
+        # note about unpainted classes does not apply here.
+        write_sparse_mask(masks_file, targets, class_map)
+    else:
+        masks_file, note = None, problem
     summary = yield from engine.run("train", data.images, targets, class_map, config, out_path, init_model,
                                     cancel=cancel)
     if summary.cancelled:
-        return FineTuneOutcome(summary, None, images_file, masks_file, exact)
+        return FineTuneOutcome(summary, None, images_file, masks_file, note)
     labels, _, _ = yield from predict_slabs(engine, summary.path, class_map.n_classes, image, batch_size=batch_size,
                                             probabilities=False, uncertainty=False, cancel=cancel)
     seg = Segmentation(image_name, class_map, labels, 0, full_shape=tuple(image.shape))
-    return FineTuneOutcome(summary, seg, images_file, masks_file, exact)
+    return FineTuneOutcome(summary, seg, images_file, masks_file, note)
 
 
 class CorrectWidget(SandsegWidget):
@@ -121,7 +125,7 @@ class CorrectWidget(SandsegWidget):
         super().__init__(napari_viewer)
         self._runs = 0
         self.image_picker = LayerPicker(napari_viewer, Image, prefer=lambda n: not n.endswith("uncertainty") and " P(" not in n)
-        self.labels_picker = LayerPicker(napari_viewer, Labels, prefer=lambda n: "segmentation" in n)
+        self.labels_picker = LayerPicker(napari_viewer, Labels, prefer=is_segmentation, follow=True)
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 1000)
         self.epochs.setValue(3)
@@ -233,6 +237,7 @@ class CorrectWidget(SandsegWidget):
         self._runs += 1
         out_path = self.state.ensure_folder() / f"{m.path.stem}-finetuned-{self._runs}.keras"
         self._pending = (config, m.path, image.name, data)
+        self._cut_short: int | None = None
         self.progress.setRange(0, 0)
         self.status.setText(f"fine-tuning on {data.n_corrected} corrected + {data.n_original} original slices ...")
         self.run_job(
@@ -262,18 +267,25 @@ class CorrectWidget(SandsegWidget):
             total = max(item.epochs * item.batches, 1)
             self.progress.setRange(0, total)
             self.progress.setValue(item.epoch * item.batches + item.batch + 1)
-        elif getattr(item, "kind", "") in ("epoch", "start", "done") and item.message:
-            self.status.setText(item.message)
+        elif getattr(item, "kind", "") == "epoch":
+            self.show_progress(f"fine-tuning: {epoch_text(item)}")
+        elif getattr(item, "kind", "") == "stopped":
+            self._cut_short = item.epoch
+        elif getattr(item, "kind", "") in ("start", "done") and item.message:
+            self.show_progress(plain_metric_names(item.message))
 
     def _done(self, outcome: FineTuneOutcome) -> None:
         config, init_path, image_name, data = self._pending
         result = outcome.result
         self.state.set_model(result.info, result.path)
-        self.command.set_command(
-            train_command(config, outcome.images_file, outcome.masks_file, result.path, outcome.exact, init_path)
-        )
+        if outcome.masks_file is None:
+            self.command.set_unavailable(outcome.note)
+        else:
+            self.command.set_command(train_command(config, outcome.images_file, outcome.masks_file, result.path,
+                                                   init_path), outcome.note)
         if outcome.segmentation is None:
-            self.status.setText(f"Fine-tuning cancelled; best weights kept in {result.path}. Not re-segmented.")
+            ended = training_result_text(result, config.monitor, config.epochs, self._cut_short)
+            self.status.setText(f"Fine-tuning {ended[0].lower()}{ended[1:]}; model {result.path}. Not re-segmented.")
             return
         show_segmentation(self.viewer, outcome.segmentation, self.state, keep=self._keep)
         self.status.setText(

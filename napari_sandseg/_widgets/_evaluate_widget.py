@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Generator
 
 import numpy as np
 from napari.layers import Labels
+from napari.utils.notifications import show_error, show_warning
 from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
@@ -29,9 +29,11 @@ from .._layers import class_map_from_metadata, default_class_map
 from ..classmap import ClassMap
 from ..errors import InputError
 from ..io import atomic_write, check_pair
+from ..metrics import class_value_mismatch, format_figure, metric_label
 from ._common import CommandBox, LayerPicker, SandsegWidget
-from ._files import LayerSnapshot, labels_file, snapshot_layer
+from ._files import LayerSnapshot, labels_file, layer_file, snapshot_layer
 from ._plots import LinePlot
+from ._results import is_segmentation
 
 #: How many of the worst slices the list shows.
 WORST_SLICES = 10
@@ -44,14 +46,22 @@ class Evaluation:
     report: dict[str, Any]
     truth_file: Path
     pred_file: Path
+    warning: str | None = None  # the two layers seem to use different class values
 
 
-def compare_labels(truth: LayerSnapshot, pred: LayerSnapshot) -> tuple[np.ndarray, np.ndarray, ClassMap]:
+def compare_labels(truth: LayerSnapshot, pred: LayerSnapshot) -> tuple[np.ndarray, np.ndarray, ClassMap, str | None]:
     """Class ids of both layers on one shared class map (the union of their original values).
 
     Each layer's values are decoded to the original class values with its own class map first,
     so a prediction and a ground truth read from different files still compare class by class
     (the same rule as ``sandseg evaluate``).
+
+    Returns
+    -------
+    truth_ids, pred_ids : ndarray
+    class_map : ClassMap
+    warning : str or None
+        :func:`napari_sandseg.metrics.class_value_mismatch` of the values the layers hold.
     """
     check_pair(truth.data, pred.data, f"layer '{truth.name}'", f"layer '{pred.name}'")
     values = []
@@ -62,10 +72,12 @@ def compare_labels(truth: LayerSnapshot, pred: LayerSnapshot) -> tuple[np.ndarra
                 "labelled in both the prediction and the ground truth"
             )
         values.append(snap.class_map.decode(snap.data.astype(np.int64) - 1))
-    joint = ClassMap(tuple(int(v) for v in np.union1d(np.unique(values[0]), np.unique(values[1]))))
+    present = [np.unique(v) for v in values]
+    warning = class_value_mismatch(present[0], present[1], f"ground truth '{truth.name}'", f"prediction '{pred.name}'")
+    joint = ClassMap(tuple(int(v) for v in np.union1d(present[0], present[1])))
     if truth.class_map is not None and tuple(truth.class_map.values) == joint.values:
         joint = truth.class_map  # keep the user's names and colours when they cover every value
-    return joint.encode(values[0], truth.name), joint.encode(values[1], pred.name), joint
+    return joint.encode(values[0], truth.name), joint.encode(values[1], pred.name), joint, warning
 
 
 def evaluate_job(truth: LayerSnapshot, pred: LayerSnapshot, folder: Path, cancel: threading.Event) -> Generator[Any, None, Evaluation]:
@@ -73,12 +85,23 @@ def evaluate_job(truth: LayerSnapshot, pred: LayerSnapshot, folder: Path, cancel
     from ..metrics import evaluate
 
     yield "comparing"
-    truth_ids, pred_ids, class_map = compare_labels(truth, pred)
+    truth_ids, pred_ids, class_map, warning = compare_labels(truth, pred)
     report = evaluate(truth_ids, pred_ids, class_map.n_classes, class_map.values, class_map.names)
     yield "writing files for the command line"
     truth_file = truth.source or labels_file(LayerSnapshot(truth.name, truth.data, None, class_map), folder, truth_ids)[0]
     pred_file = pred.source or labels_file(LayerSnapshot(pred.name, pred.data, None, class_map), folder, pred_ids)[0]
-    return Evaluation(report, truth_file, pred_file)
+    return Evaluation(report, truth_file, pred_file, warning)
+
+
+def same_layers_problem(pred: Any, truth: Any, pred_file: Path | None, truth_file: Path | None) -> str | None:
+    """Why a prediction and a ground truth cannot be compared because they are one and the same, or None."""
+    if pred is truth:
+        return (f"layer '{pred.name}' is picked as both the prediction and the ground truth; pick the "
+                "segmentation as the prediction (comparing a layer with itself always gives IoU 1)")
+    if pred_file is not None and truth_file is not None and pred_file.resolve() == truth_file.resolve():
+        return (f"layers '{pred.name}' and '{truth.name}' are both read from {pred_file}; pick a prediction and a "
+                "ground truth from different files (comparing a file with itself always gives IoU 1)")
+    return None
 
 
 def worst_slices(per_slice: np.ndarray, count: int = WORST_SLICES) -> list[int]:
@@ -88,17 +111,13 @@ def worst_slices(per_slice: np.ndarray, count: int = WORST_SLICES) -> list[int]:
     return [int(z) for z in valid[np.argsort(per_slice[valid], kind="stable")][:count]]
 
 
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
-
-
 class EvaluateWidget(SandsegWidget):
     """Per-class IoU table, mean IoU, accuracy, confusion matrix and a clickable per-slice plot."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.evaluation: Evaluation | None = None
-        self.pred_picker = LayerPicker(napari_viewer, Labels, prefer=lambda n: "segmentation" in n)
+        self.pred_picker = LayerPicker(napari_viewer, Labels, prefer=is_segmentation, follow=True)
         self.truth_picker = LayerPicker(
             napari_viewer, Labels, prefer=lambda n: any(w in n.lower() for w in ("truth", "mask", "label"))
         )
@@ -150,9 +169,11 @@ class EvaluateWidget(SandsegWidget):
         """Evaluate the picked layers in a worker."""
         pred, truth = self.pred_picker.layer(), self.truth_picker.layer()
         if pred is None or truth is None:
-            from napari.utils.notifications import show_error
-
             show_error("Evaluate needs two Labels layers: a prediction and its ground truth")
+            return
+        problem = same_layers_problem(pred, truth, layer_file(pred, self.state), layer_file(truth, self.state))
+        if problem is not None:
+            show_error(problem)
             return
         snaps = []
         for layer in (truth, pred):
@@ -164,20 +185,25 @@ class EvaluateWidget(SandsegWidget):
     def set_busy(self, busy: bool) -> None:  # noqa: D102
         self.run_button.setEnabled(not busy)
 
+    def status_line(self) -> QLabel:  # noqa: D102 - the summary line says what is going on
+        return self.summary
+
     def show_evaluation(self, evaluation: Evaluation) -> None:
         """Fill the table, summary, confusion matrix, plot and worst-slice list."""
         self.evaluation = evaluation
         r = evaluation.report
-        self.summary.setText(
-            f"mean IoU {_fmt(r['mean_iou'])}    pixel accuracy {_fmt(r['pixel_accuracy'])}    "
-            f"{r['n_voxels']:,} voxels"
-        )
+        summary = "    ".join(f"{metric_label(k)} {format_figure(k, r[k])}" for k in ("mean_iou", "pixel_accuracy"))
+        self.summary.setText(f"{summary}    {r['n_voxels']:,} voxels")
+        if evaluation.warning is not None:
+            self.summary.setText(f"{self.summary.text()}\nWarning: {evaluation.warning}")
+            show_warning(evaluation.warning)
         k = r["n_classes"]
         self.table.setRowCount(k)
         for i in range(k):
             cells = [
-                r["class_names"][i], str(r["class_values"][i]), _fmt(float(r["per_class_iou"][i])),
-                _fmt(float(r["dice"][i])), f"{100 * r['phase_fractions'][i]:.2f}", f"{100 * r['predicted_fractions'][i]:.2f}",
+                r["class_names"][i], str(r["class_values"][i]), format_figure("iou", float(r["per_class_iou"][i])),
+                format_figure("dice", float(r["dice"][i])), f"{100 * r['phase_fractions'][i]:.2f}",
+                f"{100 * r['predicted_fractions'][i]:.2f}",
             ]
             for j, text in enumerate(cells):
                 self.table.setItem(i, j, QTableWidgetItem(text))

@@ -16,7 +16,8 @@ from .._writer import class_ids, labels_to_values
 from ..classmap import ClassMap, value_dtype
 from ..io import write_labels
 from ._common import LayerPicker, SandsegWidget
-from ._files import is_lazy
+from ._files import is_lazy, safe_name
+from ._results import is_segmentation
 
 
 #: Slices decoded and written per step when exporting a lazy (file-backed) layer.
@@ -60,14 +61,21 @@ def export_lazy_job(data: Any, metadata: dict[str, Any], name: str, path: Path, 
     return path
 
 
+def default_export_path(layer_name: str, folder: Path) -> Path:
+    """Where a layer is exported unless the user says otherwise: ``<folder>/<layer name>.tif``."""
+    return folder / f"{safe_name(layer_name)}.tif"
+
+
 class ExportWidget(SandsegWidget):
     """Write the predicted (or corrected) labels as a TIFF stack; asks before overwriting."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
-        self.picker = LayerPicker(napari_viewer, Labels, prefer=lambda n: "segmentation" in n)
+        self._suggested = ""  # the last default path shown; any other path is the user's choice
+        self.picker = LayerPicker(napari_viewer, Labels, prefer=is_segmentation, follow=True)
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("labels.tif")
+        self.path_edit.textChanged.connect(self.path_edit.setToolTip)  # the whole path, when it is cut off
         browse = QPushButton("Browse...")
         browse.clicked.connect(self._browse)
         row = QHBoxLayout()
@@ -89,9 +97,11 @@ class ExportWidget(SandsegWidget):
         self._suggest()
 
     def _suggest(self, *_: Any) -> None:
+        """Follow the picked layer with the default path, unless the user chose another path."""
         layer = self.picker.layer()
-        if layer is not None and not self.path_edit.text():
-            self.path_edit.setText(str(self.state.folder / f"{layer.name.replace(' ', '_')}.tif"))
+        if layer is not None and self.path_edit.text().strip() in ("", self._suggested):
+            self._suggested = str(default_export_path(layer.name, self.state.folder))
+            self.path_edit.setText(self._suggested)
 
     def _browse(self) -> None:
         # The Export button asks about overwriting, so the dialog need not (it would ask twice).

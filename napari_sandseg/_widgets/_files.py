@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..classmap import ClassMap
+from ..classmap import ClassMap, value_dtype
 from ..io import write_labels, write_volume
 
 #: Suffixes a streamed segmentation may be written to (TIFF stack or zarr store).
@@ -45,7 +45,7 @@ def image_file(snapshot: LayerSnapshot, folder: Path) -> Path:
     return write_volume(folder / f"{safe_name(snapshot.name)}.tif", snapshot.data, overwrite=True)
 
 
-def labels_file(snapshot: LayerSnapshot, folder: Path, ids: np.ndarray | None = None) -> tuple[Path, bool]:
+def labels_file(snapshot: LayerSnapshot, folder: Path, ids: np.ndarray | None = None) -> tuple[Path, str]:
     """The Labels layer's mask file, writing it to ``folder`` first when the layer has none.
 
     Parameters
@@ -61,39 +61,66 @@ def labels_file(snapshot: LayerSnapshot, folder: Path, ids: np.ndarray | None = 
     Returns
     -------
     path : Path
-    exact : bool
-        False when a sparse annotation could not be written in the ``--sparse`` convention
-        (see :func:`write_sparse_mask`).
+    note : str
+        What the file cannot say about the run ('' when it says everything; see
+        :func:`write_sparse_mask`).
     """
-    if snapshot.source is not None:
-        return snapshot.source, True
+    class_map = snapshot.class_map
+    # A layer's own file serves a sparse run too unless it holds class value 0, which --sparse
+    # would read as "not annotated".
+    if snapshot.source is not None and (ids is not None or (class_map is not None and 0 not in class_map.values)):
+        return snapshot.source, ""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{safe_name(snapshot.name)}.tif"
     if ids is None:
-        return target, write_sparse_mask(target, snapshot.data, snapshot.class_map)
-    return write_labels(target, ids, snapshot.class_map, overwrite=True, compression="zlib"), True
+        return target, write_sparse_mask(target, snapshot.data, class_map)
+    return write_labels(target, ids, class_map, overwrite=True, compression="zlib"), ""
 
 
-def write_sparse_mask(path: Path, layer_values: np.ndarray, class_map: ClassMap | None) -> bool:
+def sparse_mask_problem(class_map: ClassMap | None) -> str | None:
+    """Why ``sandseg train --sparse --init-model`` cannot take this annotation, or None.
+
+    ``--sparse`` reads mask value 0 as "not annotated", and a fine-tune's mask may hold only
+    the model's class values, so a painted class whose value is 0 has no way to be written.
+    """
+    if class_map is None or 0 in class_map.values:
+        return ("no equivalent command: 'sandseg train --sparse' reads mask value 0 as 'not annotated', so "
+                "fine-tuning on painted class value 0 cannot be written as a --sparse mask file")
+    return None
+
+
+def write_sparse_mask(path: Path, layer_values: np.ndarray, class_map: ClassMap | None) -> str:
     """Write a sparse annotation for ``sandseg train --sparse`` (0 = not annotated, else class values).
 
     That convention cannot say "class value 0" (0 means unannotated there), so when 0 is a
-    class value the layer values themselves (0 = unpainted, k = class id k-1) are written
-    instead and False is returned, for the command line to say so.
+    class value the layer values themselves (0 = unpainted, k = class id k-1) are written:
+    the command then trains on the same pixels, with the classes numbered 1..K.
+
+    Returns
+    -------
+    str
+        A note for the command line about what differs from this run ('' when nothing does).
+        ``sandseg train --sparse`` takes its classes from the painted values, so classes no
+        pixel is painted with are missing from its model.
     """
     layer_values = np.asarray(layer_values)
+    painted = layer_values > 0
+    notes = []
     if class_map is None or 0 in class_map.values:
         write_volume(path, layer_values, overwrite=True, compression="zlib")
-        return False
-    painted = layer_values > 0
-    values = np.zeros(layer_values.shape, class_map.decode(np.zeros(1, np.uint8)).dtype)
-    values[painted] = class_map.decode(layer_values[painted].astype(np.int64) - 1)
-    write_volume(path, values, overwrite=True, compression="zlib")
-    return True
-
-
-#: Appended to a command line whose --sparse masks file holds layer values (see write_sparse_mask).
-SPARSE_NOTE = "<note: masks hold layer values (0 = unpainted, k = class k-1); --sparse cannot express class value 0>"
+        notes.append("--sparse reads mask value 0 as 'not annotated', so the masks file holds the painted "
+                     "classes as 1..K and the command's model numbers its classes 1..K")
+    else:
+        values = np.zeros(layer_values.shape, value_dtype(class_map.values))
+        values[painted] = class_map.decode(layer_values[painted].astype(np.int64) - 1)
+        write_volume(path, values, overwrite=True, compression="zlib")
+    if class_map is not None:
+        present = set(np.unique(layer_values).tolist())
+        unused = [v for i, v in enumerate(class_map.values) if i + 1 not in present]
+        if unused:
+            notes.append(f"no pixel is painted with class value(s) {unused}, so the command's model has only the "
+                         f"painted classes (this run kept all {class_map.n_classes})")
+    return "; ".join(notes)
 
 
 def layer_file(layer: Any, state: Any) -> Path | None:

@@ -2,7 +2,8 @@
 
 matplotlib is not a dependency of napari or of this project, so instead of pulling it in for
 two line charts we draw them with QPainter: axes with a few ticks, one polyline per series, a
-legend, an optional vertical marker, and a ``clicked(x)`` signal in data coordinates.
+legend below the axes (never over the curves), an optional vertical marker, and a
+``clicked(x)`` signal in data coordinates.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Sequence
 
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from qtpy.QtGui import QColor, QFont, QMouseEvent, QPainter, QPainterPath, QPaintEvent, QPen
+from qtpy.QtGui import QColor, QFont, QFontMetricsF, QMouseEvent, QPainter, QPainterPath, QPaintEvent, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-_MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 46, 10, 22, 30
+_MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 46, 10, 22, 34
+#: Legend geometry: colour swatch length, gap after it, gap between entries, row height.
+_SWATCH, _SWATCH_GAP, _ENTRY_GAP, _ROW = 15, 4, 14, 15
 
 
 @dataclass
@@ -63,12 +66,12 @@ class LinePlot(QWidget):
         self.y_range = y_range
         self.series: dict[str, Series] = {}
         self.marker_x: float | None = None
-        self.setMinimumHeight(150)
+        self.setMinimumHeight(170)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setMouseTracking(False)
 
     def sizeHint(self) -> QSize:  # noqa: D102
-        return QSize(320, 190)
+        return QSize(320, 210)
 
     # ------------------------------------------------------------------ data
 
@@ -109,10 +112,31 @@ class LinePlot(QWidget):
             y0, y1 = 0.0, 1.0
         return x0, x1, y0, y1
 
+    def _small_font(self) -> QFont:
+        font = QFont(self.font())
+        font.setPointSizeF(max(font.pointSizeF() * 0.85, 7))
+        return font
+
+    def legend_rows(self) -> list[list[tuple[Series, float]]]:
+        """The legend's entries as rows fitting the plot's width: ``[(series, x offset), ...]`` per row."""
+        metrics = QFontMetricsF(self._small_font())
+        width = max(self.width() - _MARGIN_LEFT - _MARGIN_RIGHT, 10)
+        rows: list[list[tuple[Series, float]]] = []
+        x = 0.0
+        for s in self.series.values():
+            entry = _SWATCH + _SWATCH_GAP + metrics.horizontalAdvance(s.name)
+            if not rows or (rows[-1] and x + entry > width):
+                rows.append([])
+                x = 0.0
+            rows[-1].append((s, x))
+            x += entry + _ENTRY_GAP
+        return rows
+
     def _area(self) -> QRectF:
+        bottom = _MARGIN_BOTTOM + _ROW * len(self.legend_rows())
         return QRectF(
             _MARGIN_LEFT, _MARGIN_TOP,
-            max(self.width() - _MARGIN_LEFT - _MARGIN_RIGHT, 10), max(self.height() - _MARGIN_TOP - _MARGIN_BOTTOM, 10),
+            max(self.width() - _MARGIN_LEFT - _MARGIN_RIGHT, 10), max(self.height() - _MARGIN_TOP - bottom, 10),
         )
 
     def to_data_x(self, pixel_x: float) -> float:
@@ -143,9 +167,7 @@ class LinePlot(QWidget):
                 area.bottom() - (y - y0) / (y1 - y0) * area.height(),
             )
 
-        font = QFont(painter.font())
-        font.setPointSizeF(max(font.pointSizeF() * 0.85, 7))
-        painter.setFont(font)
+        painter.setFont(self._small_font())
         grid = QColor(fg)
         grid.setAlpha(45)
         for ty in nice_ticks(y0, y1):
@@ -162,7 +184,7 @@ class LinePlot(QWidget):
         painter.setPen(QPen(fg, 1))
         painter.drawRect(area)
         painter.drawText(QRectF(0, 2, self.width(), 18), Qt.AlignHCenter | Qt.AlignTop, self.title)
-        painter.drawText(QRectF(area.left(), self.height() - 14, area.width(), 14), Qt.AlignHCenter, self.xlabel)
+        painter.drawText(QRectF(area.left(), area.bottom() + 17, area.width(), 14), Qt.AlignHCenter, self.xlabel)
 
         painter.save()
         painter.setClipRect(area.adjusted(-3, -3, 3, 3))
@@ -192,12 +214,15 @@ class LinePlot(QWidget):
             painter.drawLine(top, bottom)
         painter.restore()
 
-        # legend, top right inside the plot area
-        y = area.top() + 4
-        for s in self.series.values():
-            painter.setPen(QPen(QColor(s.color), 2))
-            painter.drawLine(QPointF(area.right() - 95, y + 6), QPointF(area.right() - 80, y + 6))
-            painter.setPen(fg)
-            painter.drawText(QRectF(area.right() - 76, y, 74, 14), Qt.AlignLeft | Qt.AlignVCenter, s.name)
-            y += 14
+        # legend: rows under the x-axis label, so it never hides a curve
+        y = area.bottom() + _MARGIN_BOTTOM
+        for row in self.legend_rows():
+            for s, offset in row:
+                x = area.left() + offset
+                painter.setPen(QPen(QColor(s.color), 2))
+                painter.drawLine(QPointF(x, y + _ROW / 2), QPointF(x + _SWATCH, y + _ROW / 2))
+                painter.setPen(fg)
+                left = x + _SWATCH + _SWATCH_GAP
+                painter.drawText(QRectF(left, y, max(self.width() - left, 1), _ROW), Qt.AlignLeft | Qt.AlignVCenter, s.name)
+            y += _ROW
         painter.end()

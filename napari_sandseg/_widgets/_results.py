@@ -48,6 +48,15 @@ def segmentation_name(image_name: str) -> str:
     return f"{image_name} segmentation"
 
 
+def is_segmentation(name: str) -> bool:
+    """Whether a layer name looks like a segmentation (ours, or one the user named so).
+
+    The widgets that work on a segmentation (Evaluate's prediction, Correct, Export) prefer
+    such layers and adopt a new one as it appears.
+    """
+    return "segmentation" in name.lower()
+
+
 def _put(viewer: Any, name: str, block: np.ndarray, z0: int, full_shape: tuple[int, ...], kind: str,
          kwargs: dict[str, Any]) -> Any:
     """Write ``block`` at slice ``z0`` of layer ``name``, creating or replacing it as needed."""

@@ -25,9 +25,10 @@ from qtpy.QtWidgets import (
 from .._layers import class_map_from_metadata, default_class_map, dense_ids, labels_layer_data
 from ..classmap import ClassMap
 from ..errors import SandsegError
+from ..metrics import format_figure, metric_label
 from ._engine import EngineProcess
-from ._common import CommandBox, LayerPicker, SandsegWidget
-from ._files import SPARSE_NOTE, LayerSnapshot, image_file, labels_file, snapshot_layer
+from ._common import CommandBox, LayerPicker, SandsegWidget, plain_metric_names
+from ._files import LayerSnapshot, image_file, labels_file, snapshot_layer
 from ._model_io import ask_open_model, ask_save_model, load_model_job, save_model_job
 from ._plots import LinePlot
 from ._state import TrainingData
@@ -41,7 +42,7 @@ class TrainOutcome:
     result: Any
     images_file: Path
     masks_file: Path
-    exact: bool = True  # False: the masks file could not be written in the --sparse convention
+    note: str = ""  # what the command line cannot repeat of the run (see write_sparse_mask)
 
 
 def device_job(engine: EngineProcess, cancel: threading.Event) -> Generator[str, None, str]:
@@ -56,12 +57,11 @@ def train_job(engine: EngineProcess, image: LayerSnapshot, labels: LayerSnapshot
     summary = yield from engine.run("train", image.data, targets, class_map, config, out_path, init_model, cancel=cancel)
     images_file = image_file(image, folder)
     # Dense labels are written with their original values; sparse ones with 0 = not annotated.
-    masks_file, exact = labels_file(labels, folder, None if config.sparse else targets)
-    return TrainOutcome(summary, images_file, masks_file, exact)
+    masks_file, note = labels_file(labels, folder, None if config.sparse else targets)
+    return TrainOutcome(summary, images_file, masks_file, note)
 
 
-def train_command(config: Any, images: Path, masks: Path, out: Path, exact: bool = True,
-                  init_model: Path | None = None) -> list[Any]:
+def train_command(config: Any, images: Path, masks: Path, out: Path, init_model: Path | None = None) -> list[Any]:
     """The ``sandseg train`` arguments equivalent to a run of the widget (or a fine-tune)."""
     args: list[Any] = [
         "sandseg", "train", "--images", images, "--masks", masks, "--out", out,
@@ -76,9 +76,49 @@ def train_command(config: Any, images: Path, masks: Path, out: Path, exact: bool
         args.append("--sparse")
     if init_model is not None:
         args += ["--init-model", init_model]
-    if not exact:
-        args.append(SPARSE_NOTE)
     return args
+
+
+def epoch_text(ev: Any) -> str:
+    """Status line of a finished epoch: its figures, rounded and in plain words."""
+    figures = [("loss", ev.loss), ("val_loss", ev.val_loss), ("val_mean_iou", ev.logs.get("val_mean_iou"))]
+    shown = ", ".join(f"{metric_label(name)} {format_figure(name, value)}" for name, value in figures if value is not None)
+    return f"epoch {ev.epoch + 1}/{ev.epochs}: {shown}"
+
+
+def training_result_text(summary: Any, monitor: str, epochs: int, cut_short: int | None = None) -> str:
+    """How a run ended and which epoch's weights were kept, in one line.
+
+    Parameters
+    ----------
+    summary : TrainSummary
+        ``history`` (complete epochs only), ``best_epoch`` (0-based or None), ``cancelled``.
+    monitor : str
+        The validation figure that picked the kept epoch (``TrainConfig.monitor``).
+    epochs : int
+        Epochs asked for.
+    cut_short : int, optional
+        0-based epoch that a cancel cut short (a ``"stopped"`` event), if any.
+
+    Returns
+    -------
+    str
+        e.g. ``"Cancelled: stopped at epoch 3 of 20; kept epoch 2 (validation mean IoU 0.812)"``.
+    """
+    done = len(summary.history.get("loss", []))
+    if summary.cancelled:
+        at = cut_short + 1 if cut_short is not None else done
+        head = f"Cancelled: stopped at epoch {at} of {epochs}"
+    elif done < epochs:
+        head = f"Done: stopped early after epoch {done} of {epochs} (no better {metric_label(monitor)})"
+    else:
+        head = f"Done: {done} epoch(s)"
+    best = summary.best_epoch
+    figures = summary.history.get(monitor, [])
+    if best is None:
+        return f"{head}; no epoch finished, so the partly trained weights were kept"
+    figure = f" ({metric_label(monitor)} {format_figure(monitor, figures[best])})" if best < len(figures) else ""
+    return f"{head}; kept epoch {best + 1}{figure}"
 
 
 class TrainWidget(SandsegWidget):
@@ -104,7 +144,10 @@ class TrainWidget(SandsegWidget):
         self.batch_size = _spin(1, 1024, defaults.batch_size)
         self.patience = _spin(0, 1000, defaults.patience)
         self.patience.setToolTip("stop after this many epochs without a better validation figure (0 = never)")
-        self.monitor = _combo(MONITORS, defaults.monitor)
+        self.monitor = QComboBox()  # shows plain labels; the item data is the internal name
+        for name in MONITORS:
+            self.monitor.addItem(metric_label(name), name)
+        self.monitor.setCurrentIndex(self.monitor.findData(defaults.monitor))
         self.monitor.setToolTip("validation figure that picks the kept (best) epoch and drives early stopping")
         self.precision = _combo(PRECISIONS, defaults.precision)
         self.precision.setToolTip(
@@ -149,7 +192,7 @@ class TrainWidget(SandsegWidget):
         self.batch_bar.setFormat("batch %v / %m")
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.plot = LinePlot("loss and validation mean IoU", "epoch", "loss / IoU")
+        self.plot = LinePlot(f"loss and {metric_label('val_mean_iou')}", "epoch", "loss / IoU")
         self.device = QLabel("Device: detected when first shown")
         self.model_label = QLabel("Model: none")
         self.model_label.setWordWrap(True)
@@ -204,7 +247,7 @@ class TrainWidget(SandsegWidget):
             val_fraction=round(self.val_fraction.value(), 4),
             # The widget trains on everything the user labelled; test the model with Evaluate.
             test_fraction=0.0, augment=self.augment.isChecked(), sparse=self.sparse.isChecked(),
-            monitor=self.monitor.currentText(), precision=self.precision.currentText(),
+            monitor=self.monitor.currentData(), precision=self.precision.currentText(),
         )
 
     def start(self) -> None:
@@ -234,6 +277,7 @@ class TrainWidget(SandsegWidget):
         image_snap = snapshot_layer(image, self.state)
         labels_snap = snapshot_layer(labels, self.state, class_map)
         self._pending = (image_snap, labels_snap, targets, class_map, config)
+        self._cut_short: int | None = None
         self._reset_curves()
         self.status.setText(f"starting: {config.backbone}, up to {config.epochs} epochs ...")
         self.run_job(
@@ -258,40 +302,47 @@ class TrainWidget(SandsegWidget):
         self.plot.clear()
 
     def _on_event(self, ev: Any) -> None:
-        """Main thread: one TrainEvent -> progress bars, curves, status."""
+        """Main thread: one TrainEvent -> progress bars, curves, status.
+
+        Only ``epoch`` events are plotted as epochs: an epoch a cancel cut short comes as a
+        ``stopped`` event, and its figures do not count.
+        """
         if ev.kind == "start":
             self.epoch_bar.setRange(0, ev.epochs)
             self.epoch_bar.setValue(0)
             self.batch_bar.setRange(0, max(ev.batches, 1))
             self.batch_bar.setValue(0)
-            self.status.setText(ev.message)
+            self.show_progress(plain_metric_names(ev.message))
         elif ev.kind == "batch":
             self.batch_bar.setValue(ev.batch + 1)
             self.epoch_bar.setValue(ev.epoch)
             if ev.loss is not None:
                 self._batch_x.append(ev.epoch + (ev.batch + 1) / max(ev.batches, 1))
                 self._batch_loss.append(ev.loss)
-                self.plot.set_series("train (batch)", self._batch_x, self._batch_loss, "#9db4c8")
+                self.plot.set_series(f"{metric_label('loss')} (per batch)", self._batch_x, self._batch_loss, "#9db4c8")
         elif ev.kind == "epoch":
             self.epoch_bar.setValue(ev.epoch + 1)
             self._epoch_x.append(ev.epoch + 1)
             self._epoch_loss.append(ev.loss if ev.loss is not None else np.nan)
             self._epoch_val.append(ev.val_loss if ev.val_loss is not None else np.nan)
-            self.plot.set_series("train", self._epoch_x, self._epoch_loss, "#3c9be8", points=True)
-            self.plot.set_series("validation", self._epoch_x, self._epoch_val, "#f08c28", points=True)
+            self.plot.set_series(metric_label("loss"), self._epoch_x, self._epoch_loss, "#3c9be8", points=True)
+            self.plot.set_series(metric_label("val_loss"), self._epoch_x, self._epoch_val, "#f08c28", points=True)
             iou = ev.logs.get("val_mean_iou")
             self._epoch_iou.append(iou if iou is not None else np.nan)
             if not np.all(np.isnan(self._epoch_iou)):
-                self.plot.set_series("val mean IoU", self._epoch_x, self._epoch_iou, "#3aa655", points=True)
-            self.status.setText(ev.message or f"epoch {ev.epoch + 1}/{ev.epochs}: loss {ev.loss:.4f}")
+                self.plot.set_series(metric_label("val_mean_iou"), self._epoch_x, self._epoch_iou, "#3aa655", points=True)
+            self.show_progress(epoch_text(ev))
+        elif ev.kind == "stopped":
+            self._cut_short = ev.epoch
+            self.set_status(f"stopping: epoch {ev.epoch + 1} of {ev.epochs} was cut short (not used); "
+                            "saving the kept weights ...")
         elif ev.kind == "done":
-            self.status.setText(ev.message)
+            self.show_progress(plain_metric_names(ev.message))
 
     def _on_trained(self, outcome: TrainOutcome) -> None:
         """Main thread: make the trained model current and show the command line."""
         result = outcome.result
         image_snap, labels_snap, targets, class_map, config = self._pending
-        state = "cancelled; best weights kept" if result.cancelled else "done"
         self.state.set_model(result.info, result.path)
         # Targets are kept in the Labels-layer convention (0 = unpainted) for fine-tuning.
         kept = targets if config.sparse else labels_layer_data(targets)
@@ -301,10 +352,10 @@ class TrainWidget(SandsegWidget):
         )
         # The precision "auto" decided on (stored in the sidecar), so the command repeats the run exactly.
         used = config.replace(precision=result.info.config.get("precision", config.precision))
-        self.command.set_command(train_command(used, outcome.images_file, outcome.masks_file, result.path, outcome.exact))
-        epochs = len(result.history.get("loss", []))
-        self.status.setText(f"Training {state}: {epochs} epoch(s); model {result.path}")
-        show_info(f"training {state}: model written to {result.path}")
+        self.command.set_command(train_command(used, outcome.images_file, outcome.masks_file, result.path), outcome.note)
+        text = training_result_text(result, config.monitor, config.epochs, self._cut_short)
+        self.status.setText(f"{text}. Model: {result.path}")
+        show_info(f"{text}. Model written to {result.path}")
 
     # ------------------------------------------------------------------ model files
 

@@ -44,7 +44,7 @@ def test_evaluate_matches_engine_and_navigates(make_napari_viewer, qtbot, tiny_s
     assert got["mean_iou"] == expected["mean_iou"]
     assert got["pixel_accuracy"] == expected["pixel_accuracy"]
     np.testing.assert_array_equal(got["confusion_matrix"], expected["confusion_matrix"])
-    assert widget.table.item(0, 2).text() == f"{expected['per_class_iou'][0]:.4f}"
+    assert widget.table.item(0, 2).text() == f"{expected['per_class_iou'][0]:.3f}"  # IoU to 3 decimals
     assert worst_slices(got["per_slice_iou"])[0] == 3
 
     widget.worst.itemClicked.emit(widget.worst.item(0))  # the worst slice: 3

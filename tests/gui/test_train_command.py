@@ -36,8 +36,10 @@ def test_widget_config_is_the_project_recipe_with_its_monitor_and_precision(make
     default = TrainConfig.default()
     for name in ("warmup_epochs", "crop_size", "crops_per_epoch", "loss", "lr_schedule", "monitor", "precision"):
         assert getattr(config, name) == getattr(default, name), name
-    assert (widget.monitor.currentText(), widget.precision.currentText()) == ("val_mean_iou", "auto")
-    widget.monitor.setCurrentText("val_loss")
+    assert (widget.monitor.currentData(), widget.precision.currentText()) == ("val_mean_iou", "auto")
+    # The user reads plain labels; the config gets the internal names.
+    assert [widget.monitor.itemText(i) for i in range(widget.monitor.count())] == ["validation loss", "validation mean IoU"]
+    widget.monitor.setCurrentIndex(widget.monitor.findData("val_loss"))
     widget.precision.setCurrentText("float32")
     config = widget.config()
     assert (config.monitor, config.precision) == ("val_loss", "float32")

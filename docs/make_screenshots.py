@@ -1,12 +1,15 @@
-"""Regenerate the widget screenshots in docs/ (run under Xvfb).
+"""Regenerate the screenshots in docs/ (run under Xvfb).
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py [NAME ...]
 
-Opens napari like ``sandseg gui`` (bundled sample, widgets docked), runs a short training,
-segments, evaluates, paints a correction, fine-tunes and exports, taking
+Opens napari as ``sandseg gui`` does (``launch.open_viewer``: bundled sample, widgets docked,
+Train in front) and shoots the whole window first (``first_window``). Then it runs a short
+training, segments, evaluates with the layers the Evaluate widget picked by itself
+(``evaluate_after_segment``: the new segmentation against the masks), goes to the worst
+slice, paints a correction, fine-tunes and exports, taking
 ``viewer.screenshot(canvas_only=False)`` of each widget in use. Last, a zarr copy of the sample
-opens lazily and is segmented in streaming mode (``segment_streaming``). Naming shots
-(``segment_streaming``) trains, then takes only those.
+opens lazily and is segmented in streaming mode (``segment_streaming``). Naming shots takes
+only those, running the steps up to the last one named (``first_window`` alone trains nothing).
 """
 
 from __future__ import annotations
@@ -77,31 +80,49 @@ def streaming_shot(viewer, app, docks, work: Path, images: Path) -> None:
     shoot(viewer, app, "segment_streaming", docks["Segment"][0])
 
 
+#: Every shot, in the order the steps take them.
+SHOTS = ("first_window", "train", "segment", "evaluate_after_segment", "evaluate", "correct", "export",
+         "segment_streaming")
+
+
 def main(names: list[str]) -> int:
+    unknown = sorted(set(names) - set(SHOTS))
+    if unknown:
+        print(f"unknown shot(s) {unknown}; choose from {list(SHOTS)}", file=sys.stderr)
+        return 2
+    wanted = set(names) or set(SHOTS)
+    last = max(SHOTS.index(name) for name in wanted)
     work = Path(tempfile.mkdtemp(prefix="sandseg-shots-"))
     os.environ.setdefault("SANDSEG_SESSION_DIR", str(work / "session"))
     os.environ.setdefault("SANDSEG_AUTOSAVE_DIR", str(work / "autosave"))
-    import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_sandseg.launch import dock_widgets
     from napari_sandseg.bundled import bundled_sample_paths
+    from napari_sandseg.launch import WIDGETS, open_viewer
 
-    viewer = napari.Viewer(title="napari-sandseg", show=True)
+    viewer = open_viewer(show=True)  # exactly what `sandseg gui` opens
     app = QApplication.instance()
     viewer.window.resize(1560, 960)
-    images, masks = bundled_sample_paths()
-    viewer.open(images, plugin="napari-sandseg")
-    viewer.open(masks, plugin="napari-sandseg")
-    docks = dock_widgets(viewer)
+    # Already docked by open_viewer: napari hands back the existing (dock, widget) pairs.
+    docks = {name: viewer.window.add_plugin_dock_widget("napari-sandseg", name) for name in WIDGETS}
     w = {name: widget for name, (dock, widget) in docks.items()}
+    images, masks = bundled_sample_paths()
     image_name, mask_name = images.stem, masks.stem
-    viewer.layers[mask_name].visible = False
-    viewer.dims.set_current_step(0, 20)
+
+    def step_done(name: str) -> bool:
+        """Shoot ``name`` if wanted; True when no later shot is wanted (stop here)."""
+        if name in wanted:
+            shoot(viewer, app, name, docks[STEP_DOCK[name]][0] if STEP_DOCK.get(name) else None)
+        return SHOTS.index(name) >= last
+
     for _ in range(20):
         app.processEvents()
         time.sleep(0.02)
+    if step_done("first_window"):
+        return finish(viewer)
 
+    viewer.layers[mask_name].visible = False
+    viewer.dims.set_current_step(0, 20)
     train = w["Train"]
     docks["Train"][0].raise_()
     train.backbone.setCurrentText("resnet18")
@@ -111,14 +132,8 @@ def main(names: list[str]) -> int:
     train.detect_device()
     train.start()
     wait(train, app)
-    if names:
-        if "train" in names:
-            shoot(viewer, app, "train", docks["Train"][0])
-        if "segment_streaming" in names:
-            streaming_shot(viewer, app, docks, work, images)
-        viewer.close()
-        return 0
-    shoot(viewer, app, "train", docks["Train"][0])
+    if step_done("train"):
+        return finish(viewer)
 
     seg = w["Segment"]
     docks["Segment"][0].raise_()
@@ -126,23 +141,28 @@ def main(names: list[str]) -> int:
     seg.start()
     wait(seg, app)
     viewer.layers[f"{image_name} uncertainty"].visible = False
-    shoot(viewer, app, "segment", docks["Segment"][0])
+    if step_done("segment"):
+        return finish(viewer)
 
+    # Evaluate as a new user meets it: nothing picked by hand, the new segmentation is the prediction.
     ev = w["Evaluate"]
     docks["Evaluate"][0].raise_()
-    ev.pred_picker.setCurrentText(f"{image_name} segmentation")
-    ev.truth_picker.setCurrentText(mask_name)
-    ev.start()
+    assert ev.pred_picker.currentText() == f"{image_name} segmentation", ev.pred_picker.currentText()
+    assert ev.truth_picker.currentText() == mask_name, ev.truth_picker.currentText()
+    ev.run_button.click()
     wait(ev, app)
+    if step_done("evaluate_after_segment"):
+        return finish(viewer)
     worst = ev.worst.item(0)
     ev.worst.setCurrentItem(worst)
     ev.worst.itemClicked.emit(worst)
-    shoot(viewer, app, "evaluate", docks["Evaluate"][0])
+    if step_done("evaluate"):
+        return finish(viewer)
 
     correct = w["Correct and fine-tune"]
     docks["Correct and fine-tune"][0].raise_()
     layer = viewer.layers[f"{image_name} segmentation"]
-    correct.labels_picker.setCurrentText(layer.name)
+    assert correct.labels_picker.currentText() == layer.name, correct.labels_picker.currentText()
     z = int(viewer.dims.current_step[0])
     layer.brush_size = 12
     for y, x in ((40, 40), (44, 48), (48, 56), (52, 64)):
@@ -152,16 +172,29 @@ def main(names: list[str]) -> int:
     correct.start()
     wait(correct, app)
     viewer.layers.selection.active = layer
-    shoot(viewer, app, "correct", docks["Correct and fine-tune"][0])
+    if step_done("correct"):
+        return finish(viewer)
 
     export = w["Export"]
     docks["Export"][0].raise_()
-    export.picker.setCurrentText(layer.name)
+    assert export.picker.currentText() == layer.name, export.picker.currentText()
     export.path_edit.setText(str(work / "segmentation.tif"))
     export.start()
     wait(export, app)
-    shoot(viewer, app, "export", docks["Export"][0])
+    if step_done("export"):
+        return finish(viewer)
     streaming_shot(viewer, app, docks, work, images)
+    return finish(viewer)
+
+
+#: The dock raised for each shot (None: the window as it is).
+STEP_DOCK = {
+    "first_window": None, "train": "Train", "segment": "Segment", "evaluate_after_segment": "Evaluate",
+    "evaluate": "Evaluate", "correct": "Correct and fine-tune", "export": "Export",
+}
+
+
+def finish(viewer) -> int:
     viewer.close()
     return 0
 

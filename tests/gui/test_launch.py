@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from napari_sandseg.launch import WIDGETS, dock_widgets
+import pytest
+from qtpy.QtWidgets import QTabBar
+
+from napari_sandseg.launch import WIDGETS, dock_widgets, open_viewer
+
+pytestmark = pytest.mark.gui
 
 
 def test_launcher_layout(make_napari_viewer):
@@ -16,6 +21,37 @@ def test_launcher_layout(make_napari_viewer):
     assert list(docks) == list(WIDGETS)
     assert [type(layer).__name__ for layer in viewer.layers] == ["Image", "Labels"]
     assert viewer.layers[masks.stem].metadata["sandseg_class_map"]["values"] == [0, 1, 2, 3]
+
+
+def _tab_bar(viewer) -> QTabBar:
+    bars = [bar for bar in viewer.window._qt_window.findChildren(QTabBar) if bar.count() == len(WIDGETS)]
+    assert len(bars) == 1
+    return bars[0]
+
+
+def test_sandseg_gui_opens_with_short_tabs_train_in_front_and_no_qt_notice(qtbot, monkeypatch):
+    """As ``sandseg gui`` opens it: shown, so napari's first ``showEvent`` runs."""
+    from napari._qt import qt_main_window
+    from napari.utils.notifications import notification_manager
+
+    # napari shows its PyQt5 notice once per process: pretend this is the first window.
+    monkeypatch.setattr(qt_main_window, "SHOW_QT_WARNING", qt_main_window.SHOW_QT_WARNING or _qt5())
+    before = len(notification_manager.records)
+    viewer = open_viewer(show=True)
+    try:
+        qtbot.wait(100)
+        bar = _tab_bar(viewer)
+        assert [bar.tabText(i) for i in range(bar.count())] == ["Train", "Segment", "Correct", "Evaluate", "Export"]
+        assert bar.tabText(bar.currentIndex()) == "Train"
+        assert [str(n.message) for n in notification_manager.records[before:]] == []
+    finally:
+        viewer.close()
+
+
+def _qt5() -> bool:
+    from qtpy import QT5
+
+    return bool(QT5)
 
 
 def test_manifest_contributions():

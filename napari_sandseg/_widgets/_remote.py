@@ -12,18 +12,26 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generator
 
 import numpy as np
 
-# Set by `init` in the engine process: the queue progress goes to and the shared cancel flag.
-_CHANNEL: dict[str, Any] = {}
 # Models loaded or trained in this process, by path: loading costs seconds, keep them.
 _MODELS: dict[str, tuple[Any, Any, float]] = {}
-#: Sent after a job's last item (through the same queue, so it arrives after all of them).
-DONE = "__sandseg_job_done__"
+
+#: Messages from napari to the engine: ``("run", job_id, name, args, kwargs)``,
+#: ``("cancel", job_id)`` and ``("exit",)``. From the engine: ``("item", job_id, value)`` per
+#: yield, then ``("result", job_id, value)`` or ``("error", job_id, (exception, traceback))``.
+RUN, CANCEL, EXIT = "run", "cancel", "exit"
+ITEM, RESULT, ERROR = "item", "result", "error"
+
+#: Once napari is gone (closed, killed or crashed), a running job gets this long to stop at its
+#: next batch (training keeps its best checkpoint, which is written atomically at every
+#: improvement) before the engine exits regardless.
+EXIT_GRACE_S = 3.0
 
 
 @dataclass
@@ -38,38 +46,101 @@ class TrainSummary:
     notes: list[str] = field(default_factory=list)
 
 
-def init(events: Any, cancel: Any) -> None:
-    """Process initializer: remember the progress queue and the cancel event.
+def serve(conn: Any) -> None:
+    """The engine process's main loop: run jobs from ``conn`` one at a time, until napari goes.
 
-    The engine process also takes the lowest scheduling priority (nice 19): on a machine with
-    few cores TensorFlow's threads would otherwise take the CPU from napari's event loop
-    (nice 10 still gave 300-550 ms stalls on 2 loaded cores; 19 gave 180-290 ms).
+    A reader thread takes napari's messages as they come (so a cancel reaches a running job
+    at once) and notices napari's end: an ``exit`` message, or the end of the connection when
+    napari's process is gone for any reason, SIGKILL included, since the kernel closes its
+    socket. The engine then cancels the running job and exits within :data:`EXIT_GRACE_S`.
+
+    Parameters
+    ----------
+    conn : multiprocessing.connection.Connection
+        The engine's end of the socket pair napari created.
     """
     if hasattr(os, "nice"):
+        # The lowest scheduling priority: on a machine with few cores TensorFlow's threads
+        # would otherwise take the CPU from napari's event loop (nice 10 still gave 300-550 ms
+        # stalls on 2 loaded cores; 19 gave 180-290 ms).
         os.nice(19)
-    _CHANNEL["events"] = events
-    _CHANNEL["cancel"] = cancel
+    jobs: queue.Queue = queue.Queue()
+    cancels: dict[int, threading.Event] = {}
+
+    def read() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):  # napari's end of the socket is closed: it is gone
+                message = (EXIT,)
+            if message[0] == RUN:
+                cancels[message[1]] = threading.Event()
+                jobs.put(message)
+            elif message[0] == CANCEL and message[1] in cancels:
+                cancels[message[1]].set()
+            elif message[0] == EXIT:
+                for event in list(cancels.values()):
+                    event.set()
+                jobs.put(None)
+                if cancels:  # a job is still running: give it the grace period, then exit
+                    timer = threading.Timer(EXIT_GRACE_S, os._exit, (0,))
+                    timer.daemon = True
+                    timer.start()
+                return
+
+    threading.Thread(target=read, name="sandseg engine reader", daemon=True).start()
+    while (message := jobs.get()) is not None:
+        _, job_id, name, args, kwargs = message
+        try:
+            _run_job(conn, job_id, name, args, kwargs, cancels[job_id])
+        finally:
+            cancels.pop(job_id, None)
+    # Exit without interpreter teardown: TensorFlow's thread pools can hang it.
+    os._exit(0)
 
 
-def run(job_id: int, name: str, args: tuple, kwargs: dict) -> Any:
-    """Run the generator ``JOBS[name]``; send ``(job_id, item)`` per yield; return its value."""
-    events, cancel = _CHANNEL["events"], _CHANNEL["cancel"]
+def _run_job(conn: Any, job_id: int, name: str, args: tuple, kwargs: dict, cancel: threading.Event) -> None:
+    """Run the generator ``JOBS[name]``, sending each item, then its result or its error."""
+    send = _sender(conn, cancel)
     try:
         gen = JOBS[name](*args, cancel=cancel, **kwargs)
         while True:
             try:
                 item = next(gen)
             except StopIteration as stop:
-                return stop.value
-            events.put((job_id, item))
-    finally:
-        events.put((job_id, DONE))
+                send((RESULT, job_id, stop.value))
+                return
+            send((ITEM, job_id, item))
+    except Exception as exc:  # noqa: BLE001 - handed to napari, which re-raises it there
+        send((ERROR, job_id, (exc, traceback.format_exc())))
+
+
+def _sender(conn: Any, cancel: threading.Event) -> Callable[[tuple], None]:
+    """``send(message)``; once napari cannot be reached the job is cancelled and runs out unheard."""
+    gone = False
+
+    def send(message: tuple) -> None:
+        nonlocal gone
+        if gone:
+            return
+        try:
+            conn.send(message)
+        except (OSError, EOFError):
+            gone = True
+            cancel.set()
+        except Exception as exc:  # noqa: BLE001 - an unpicklable value: say what it was instead
+            conn.send((ERROR, message[1], (TypeError(f"the engine could not send a {type(message[2]).__name__}: {exc}"),
+                                            traceback.format_exc())))
+
+    return send
 
 
 def _model(path: Path) -> tuple[Any, Any]:
     """The model at ``path``, loaded once per file version."""
     from ..model import load_model
 
+    if not Path(path).is_file():
+        return load_model(path)  # raises its ModelError naming the missing file
     key, mtime = str(Path(path).resolve()), Path(path).stat().st_mtime
     cached = _MODELS.get(key)
     if cached is None or cached[2] != mtime:

@@ -5,10 +5,11 @@ forwards what it yields and returns to handlers that run on the main thread, and
 :class:`~napari_sandseg.errors.SandsegError` raised by the engine into a napari notification
 (no traceback). Anything else is a bug and reaches napari's error reporting unchanged.
 
-Cancelling never aborts the generator from outside: it sets a ``threading.Event`` the engine
-checks at the next batch, so training still returns its result with the best weights, and the
-worker always finishes by itself. Closing napari calls ``worker.quit()`` on registered workers;
-:class:`CancelOnQuitWorker` maps that onto the same event.
+Cancelling never aborts the generator from outside: it sets a cancel flag the engine checks at
+the next batch, so training still returns its result with the best weights, and the worker
+always finishes by itself. Closing (napari calls ``worker.quit()`` on registered workers, and
+waits for them) abandons the job instead: the worker stops waiting at once and the engine
+process finishes stopping on its own, so closing never blocks the window.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
 
 from ..errors import Cancelled, SandsegError
+from ._engine import CancelFlag
 
-#: How long closing a widget waits for a running job to stop (one batch is far less).
-SHUTDOWN_TIMEOUT_S = 120.0
+#: How long closing a widget waits for its worker thread (abandoning a job ends it within a
+#: poll of the engine, 50 ms); the window must never block longer than a second.
+SHUTDOWN_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -34,19 +37,20 @@ class JobFailed:
 
 
 class CancelOnQuitWorker(GeneratorWorker):
-    """A generator worker whose ``quit()`` asks the engine to stop instead of abandoning it.
+    """A generator worker whose ``quit()`` abandons the engine job instead of aborting it.
 
-    napari calls ``quit()`` on running workers when its window closes. Aborting would leave
-    the engine's generator suspended mid-training; setting the cancel event lets it finish the
-    current batch, keep the best checkpoint and return.
+    napari calls ``quit()`` on running workers when its window closes, then waits for them.
+    Aborting would leave the generator suspended inside the engine call; abandoning the job
+    makes that call return within one poll, while the engine process stops the job at its next
+    batch by itself (training keeps its best checkpoint).
     """
 
-    cancel_event: threading.Event
+    cancel_event: CancelFlag
 
     def quit(self) -> None:  # noqa: D102 - documented on the class
         cancel = getattr(self, "cancel_event", None)
         if cancel is not None:
-            cancel.set()
+            cancel.abandon()
         else:
             super().quit()
 
@@ -91,7 +95,7 @@ class Job:
         on_finish: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.cancel_event = threading.Event()
+        self.cancel_event = CancelFlag()
         self.done = threading.Event()
         self._alive = True  # False once the owner is gone: handlers then do nothing
         self._on_yield, self._on_return, self._on_finish = on_yield, on_return, on_finish
@@ -131,7 +135,7 @@ class Job:
             True if the job had stopped within ``timeout`` seconds.
         """
         self._alive = False
-        self.cancel_event.set()
+        self.cancel_event.abandon()
         return self.done.wait(timeout)
 
     def _yielded(self, value: Any) -> None:

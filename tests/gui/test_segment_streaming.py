@@ -262,7 +262,7 @@ def test_an_existing_output_is_kept_without_consent(make_napari_viewer, qtbot, t
     seg.run_button.click()  # consent to overwrite never extends to the image itself
     assert seg.job is None and "is the image being segmented" in _errors(notes)[-1]
     assert _files(tmp_path) == before
-    assert session_for(viewer).engine._pool is None  # the engine process was never started
+    assert session_for(viewer).engine.pid is None  # the engine process was never started
 
 
 def test_cancel_or_an_engine_error_leaves_no_output(make_napari_viewer, qtbot, tmp_path, model_files, monkeypatch,
@@ -317,5 +317,5 @@ def test_a_lazy_layer_without_a_file_gets_a_clear_notification(make_napari_viewe
     seg.scope.setCurrentText(CURRENT_SLICE)  # a single slice of a lazy layer is refused too
     seg.run_button.click()
     assert seg.job is None and "whole stack" in _errors(notes)[-1]
-    assert session_for(viewer).engine._pool is None  # nothing (no dask graph) went to the engine
+    assert session_for(viewer).engine.pid is None  # nothing (no dask graph) went to the engine
     assert [layer.name for layer in viewer.layers] == ["console"]

@@ -1,0 +1,135 @@
+"""The engine process lives and dies with the process that started it (issue 10).
+
+No Qt here: :class:`EngineProcess` is driven from a plain parent script, which the tests kill
+with SIGKILL or SIGTERM while the engine idles or trains.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from napari_sandseg._widgets._engine import EngineProcess, EngineStopped
+from napari_sandseg.errors import ModelError
+
+#: The engine must be gone this long after its parent died (issue 10: within 5 s).
+EXIT_LIMIT_S = 5.0
+
+PARENT = textwrap.dedent(
+    """
+    import sys, threading, time
+    from pathlib import Path
+    from napari_sandseg._widgets._engine import EngineProcess
+    from napari_sandseg.classmap import ClassMap
+    from napari_sandseg.config import TrainConfig
+    from napari_sandseg.sample import make_sandstone
+
+    engine = EngineProcess()
+    mode, out = sys.argv[1], sys.argv[2]
+    if mode == "idle":
+        for item in engine.run("device", cancel=threading.Event()):
+            pass
+        print("ENGINE", engine.pid, flush=True)
+    else:
+        images, labels = make_sandstone((12, 64, 64), seed=3)
+        cfg = TrainConfig(backbone="resnet18", epochs=200, batch_size=2, val_fraction=0.2, test_fraction=0.0,
+                          patience=0)
+        for item in engine.run("train", images, labels, ClassMap((0, 1, 2, 3)), cfg, out, None,
+                               cancel=threading.Event()):
+            # The best checkpoint is written just after the first epoch is reported.
+            if getattr(item, "kind", "") == "batch" and item.epoch >= 1 and Path(out).exists():
+                print("ENGINE", engine.pid, flush=True)
+                break
+    time.sleep(600)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init) counts as gone.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+
+def _start_parent(tmp_path: Path, mode: str) -> tuple[subprocess.Popen, int, Path]:
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    out = tmp_path / "model.keras"
+    parent = subprocess.Popen([sys.executable, str(script), mode, str(out)], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    for line in parent.stdout:
+        if line.startswith("ENGINE"):
+            return parent, int(line.split()[1]), out
+        assert time.monotonic() < deadline, "the engine did not report in time"
+    pytest.fail(f"the parent ended before its engine reported (exit code {parent.wait()})")
+
+
+def _wait_gone(pid: int) -> float:
+    start = time.monotonic()
+    while _alive(pid) and time.monotonic() - start < EXIT_LIMIT_S + 5:
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_idle_engine_exits_when_its_parent_dies(tmp_path, sig):
+    parent, child, _ = _start_parent(tmp_path, "idle")
+    assert _alive(child)
+    parent.send_signal(sig)
+    parent.wait(10)
+    took = _wait_gone(child)
+    assert not _alive(child), f"engine {child} still alive {took:.1f} s after its parent died"
+    assert took < EXIT_LIMIT_S
+
+
+@pytest.mark.slow
+def test_training_engine_exits_when_its_parent_is_killed_and_keeps_the_checkpoint(tmp_path):
+    from napari_sandseg.model import load_model
+
+    parent, child, out = _start_parent(tmp_path, "train")
+    assert out.exists()
+    parent.kill()
+    parent.wait(10)
+    took = _wait_gone(child)
+    assert not _alive(child), f"training engine {child} still alive {took:.1f} s after its parent was killed"
+    assert took < EXIT_LIMIT_S
+    model, info = load_model(out)  # the checkpoint is whole (sidecar checksum checked)
+    assert info.history["loss"]
+
+
+def test_engine_errors_come_back_as_they_were_raised(tmp_path):
+    engine = EngineProcess()
+    try:
+        with pytest.raises(ModelError):
+            list(engine.run("load", tmp_path / "missing.keras", cancel=threading.Event()))
+        assert engine.pid is not None  # an error in a job does not end the engine
+    finally:
+        engine.shutdown()
+
+
+def test_an_engine_killed_mid_job_is_reported_and_replaced(tmp_path):
+    engine = EngineProcess()
+    try:
+        gen = engine.run("device", cancel=threading.Event())
+        assert next(gen) == "importing TensorFlow"
+        first = engine.pid
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(EngineStopped, match="engine process ended"):
+            list(gen)
+        with pytest.raises(ModelError):  # the next job runs in a new engine
+            list(engine.run("load", tmp_path / "missing.keras", cancel=threading.Event()))
+        assert engine.pid not in (None, first)
+    finally:
+        engine.shutdown()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 #: Kinds of :class:`TrainEvent`, in the order they occur.
-EVENT_KINDS = ("start", "batch", "epoch", "done")
+EVENT_KINDS = ("start", "batch", "epoch", "stopped", "done")
 
 
 @dataclass
@@ -16,8 +16,9 @@ class TrainEvent:
 
     Attributes
     ----------
-    kind : {"start", "batch", "epoch", "done"}
-        What happened.
+    kind : {"start", "batch", "epoch", "stopped", "done"}
+        What happened. ``"stopped"`` reports an epoch cut short by a cancel: it is not an
+        epoch (no validation figures, not in the history, never a checkpoint).
     epoch : int
         0-based epoch the event belongs to.
     epochs : int

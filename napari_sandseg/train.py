@@ -243,11 +243,17 @@ def train(
     def val_mean_iou() -> float:
         # The model as fit evaluates it (val_loss is computed in the training precision too).
         predictor = model if n_replicas == 1 else export_weights(export, model)
-        return validation_mean_iou(predictor.predict_on_batch, val_ds, k)
+        return validation_mean_iou(predictor.predict_on_batch, val_ds, k, stop=state.stopping)
+
+    # A model built here starts its moving statistics at 0/1 (a loaded or pretrained one has
+    # meaningful statistics already); on one device they are refreshed while young.
+    fresh = init_model is None and config.encoder_weights is None and n_replicas == 1
+    from .callbacks import REFRESH_BATCHES
 
     callbacks = make_callbacks(
         state, events, config.epochs, batches, save_best, config.patience, config.lr_schedule == "plateau",
         val_mean_iou,
+        fresh_batchnorm=(batchnorm_layers(model), lambda: train_ds.take(REFRESH_BATCHES)) if fresh else None,
     )
 
     def fit() -> None:
@@ -381,10 +387,17 @@ def adapt_batchnorm_momentum(model, total_steps: int) -> float:
     import keras
 
     momentum = min(0.99, math.exp(math.log(0.01) / max(1.0, 0.2 * total_steps)))
-    for layer in _all_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum
+    for layer in batchnorm_layers(model):
+        layer.momentum = momentum
     return momentum
+
+
+def batchnorm_layers(model):
+    """The BatchNormalization layers of ``model`` (fused ones included), nested models too."""
+    from ._tf import keras as _keras_module
+
+    keras = _keras_module()
+    return [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def _all_layers(model):

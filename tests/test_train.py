@@ -128,12 +128,14 @@ def test_cancel_stops_at_next_batch_and_keeps_best(data, tmp_path):
             after_cancel.append(event)
         if event.kind == "epoch":
             cancel.set()
-    # Stopped within epoch 2 (0-based 1), after the batch or two already in flight.
-    assert [e.kind for e in after_cancel[-2:]] == ["epoch", "done"]
+    # Stopped within epoch 2 (0-based 1), after the batch or two already in flight; the cut-short
+    # epoch is reported as "stopped", never as an epoch.
+    assert [e.kind for e in after_cancel[-2:]] == ["stopped", "done"]
+    assert after_cancel[-2].epoch == 1
     batches = [e for e in after_cancel if e.kind == "batch"]
     assert 1 <= len(batches) <= 2 and all(e.epoch == 1 for e in batches)
     result_model, info = load_model(out)
-    assert len(info.history["loss"]) == 2  # epoch 1 + the cut-short epoch 2
+    assert len(info.history["loss"]) == 1  # epoch 1 only: the cut-short epoch 2 is no epoch
     assert any("cancelled" in n for n in info.notes)
     assert any("best weights of epoch 1" in n for n in info.notes)
 

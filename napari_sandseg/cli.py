@@ -108,7 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="resnet18")
 
     sub.add_parser("gui", help="open napari with the plugin docked and the bundled sample loaded")
+    for name in _READS_VOLUMES:
+        _add_reading_options(sub.choices[name])
     return parser
+
+
+#: Commands that read user volumes (images, masks, predictions): they take the reading options.
+_READS_VOLUMES = ("train", "predict", "evaluate")
+
+
+def _add_reading_options(parser: argparse.ArgumentParser) -> None:
+    """Options of how to read volume files; :func:`_reading` hands them to the readers."""
+    parser.add_argument("--rgb-as-slices", action="store_true",
+                        help="read a TIFF tagged as planar RGB(A), shape (3 or 4, Y, X), as 3 or 4 slices "
+                        "(tifffile writes such small stacks that way unless told photometric='minisblack')")
+
+
+def _reading(args: argparse.Namespace) -> dict:
+    """The reading options as keywords of ``io.read_volume`` / ``read_mask`` / ``lazy.open_volume``."""
+    return {"rgb_as_slices": args.rgb_as_slices}
 
 
 def _strategy_names() -> list[str]:
@@ -273,8 +291,8 @@ def _open_big_pair(args: argparse.Namespace, sparse: bool, model_map):
     from .io import check_pair
     from .lazy import MappedVolume, open_volume, unique_values
 
-    images = open_volume(args.images)
-    raw = open_volume(args.masks)
+    images = open_volume(args.images, **_reading(args))
+    raw = open_volume(args.masks, **_reading(args))
     check_pair(images, raw, str(args.images), str(args.masks))
     values = unique_values(raw, limit=MAX_CLASSES + 1)
     if values.size and not np.array_equal(values, np.round(values)):
@@ -295,15 +313,18 @@ def _open_big_pair(args: argparse.Namespace, sparse: bool, model_map):
     return images, MappedVolume(raw, known.astype(raw.dtype), ids, source=str(args.masks)), class_map
 
 
-def _read_sparse_mask(path: Path):
-    """A mask file whose 0 means "not annotated", as Labels-layer targets (0 = unpainted, k = id k-1)."""
+def _read_sparse_mask(path: Path, **reading):
+    """A mask file whose 0 means "not annotated", as Labels-layer targets (0 = unpainted, k = id k-1).
+
+    ``reading``: the reading options (:func:`_reading`).
+    """
     import numpy as np
 
     from .classmap import ClassMap, check_integer_valued
     from .errors import InputError
     from .io import read_volume
 
-    raw = read_volume(path)
+    raw = read_volume(path, **reading)
     check_integer_valued(raw, str(path))
     painted = raw != 0
     if not painted.any():
@@ -355,11 +376,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         images, targets, class_map = _open_big_pair(args, config.sparse, model_map)
         result = _run_training(images, targets, class_map, config, args.out, args.init_model)
         return _report_training(result)
-    images = read_volume(args.images)
+    images = read_volume(args.images, **_reading(args))
     if config.sparse:
-        targets, class_map = _read_sparse_mask(args.masks)
+        targets, class_map = _read_sparse_mask(args.masks, **_reading(args))
     else:
-        targets, class_map = read_mask(args.masks)
+        targets, class_map = read_mask(args.masks, **_reading(args))
     check_pair(images, targets, str(args.images), str(args.masks))
     if model_map is not None:
         targets, class_map = _to_model_classes(targets, class_map, model_map, args, sparse=config.sparse)
@@ -408,7 +429,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             args.model, args.images, args.out, probabilities_path=args.probabilities,
             uncertainty_path=args.uncertainty,
             batch_size=args.batch_size, overwrite=args.overwrite, tta=args.tta, **_tiling(args),
-            precision=args.precision,
+            precision=args.precision, **_reading(args),
             progress=lambda done, total: bar.update(done / max(total, 1), f"{done}/{total} slices"),
         )
     finally:
@@ -445,6 +466,9 @@ def _predict_on_dask(args: argparse.Namespace) -> int:
     if args.probabilities is not None or args.uncertainty is not None:
         raise ConfigError("--probabilities and --uncertainty are not written by dask prediction yet; drop them "
                           "or predict without --dask-scheduler/--workers")
+    if args.rgb_as_slices:
+        raise ConfigError("--rgb-as-slices is not supported by dask prediction yet; re-save the stack with "
+                          "photometric='minisblack' or predict without --dask-scheduler/--workers")
     _check_predict_output(args.out, args.overwrite)
     bar = ProgressBar("predict")
     try:
@@ -470,8 +494,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.json is not None:
         check_output(args.json, args.overwrite)
-    truth = read_volume(args.truth)
-    pred = read_volume(args.pred)
+    truth = read_volume(args.truth, **_reading(args))
+    pred = read_volume(args.pred, **_reading(args))
     check_pair(truth, pred, str(args.truth), str(args.pred))
     check_integer_valued(truth, str(args.truth))
     check_integer_valued(pred, str(args.pred))

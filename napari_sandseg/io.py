@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
+import lzma
 import os
 import re
 import secrets
 import struct
+import zlib
 from pathlib import Path
 from typing import Iterator, Union
 
@@ -24,7 +27,7 @@ import numpy as np
 import tifffile
 
 from .classmap import MAX_CLASSES, ClassMap, check_integer_valued
-from .errors import ConfigError, InputError, OutputError
+from .errors import ConfigError, InputError, OutputError, SandsegError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -61,7 +64,7 @@ _VALID_INPUT = (
 # --------------------------------------------------------------------------------------------
 
 
-def read_volume(path: PathLike) -> np.ndarray:
+def read_volume(path: PathLike, *, rgb_as_slices: bool = False) -> np.ndarray:
     """Read a grayscale volume as a ``(Z, Y, X)`` array in the file's dtype.
 
     Parameters
@@ -69,6 +72,10 @@ def read_volume(path: PathLike) -> np.ndarray:
     path : str or path-like
         A multi-page TIFF stack, a single 2D TIFF (returned as ``(1, Y, X)``), or a folder of
         single-slice TIFFs read in natural sort order (``slice2.tif`` before ``slice10.tif``).
+    rgb_as_slices : bool
+        Read a single-page TIFF tagged as planar RGB(A), shape ``(3 or 4, Y, X)``, as that
+        many slices. tifffile writes a stack of 3 or 4 slices that way unless told
+        ``photometric="minisblack"``. Interleaved ``(Y, X, 3)`` colour is refused regardless.
 
     Returns
     -------
@@ -78,19 +85,19 @@ def read_volume(path: PathLike) -> np.ndarray:
     Raises
     ------
     InputError
-        If the path is missing, empty, not a TIFF, truncated or corrupt, RGB/multichannel,
-        not 2D/3D, holds NaN/Inf, or (for a folder) holds no TIFFs or slices that differ in
-        shape or dtype.
+        If the path is missing, empty, not a TIFF, truncated or corrupt (any codec), compressed
+        with a codec this installation lacks, RGB/multichannel, not 2D/3D, holds NaN/Inf, or
+        (for a folder) holds no TIFFs or slices that differ in shape or dtype.
     """
     path = Path(path)
     if path.is_dir():
-        return _read_folder(path)
-    volume = _read_tiff_file(path)
+        return _read_folder(path, rgb_as_slices)
+    volume = _read_tiff_file(path, rgb_as_slices)
     _check_finite(volume, path.name)
     return volume
 
 
-def read_volume_lazy(path: PathLike) -> np.ndarray:
+def read_volume_lazy(path: PathLike, *, rgb_as_slices: bool = False) -> np.ndarray:
     """Open a volume without loading it: a read-only memory map where the file allows it.
 
     An uncompressed TIFF whose pages are stored contiguously (what :func:`write_volume`
@@ -102,6 +109,8 @@ def read_volume_lazy(path: PathLike) -> np.ndarray:
     ----------
     path : str or path-like
         Same inputs as :func:`read_volume`.
+    rgb_as_slices : bool
+        As in :func:`read_volume`.
 
     Returns
     -------
@@ -115,20 +124,22 @@ def read_volume_lazy(path: PathLike) -> np.ndarray:
     """
     path = Path(path)
     if path.is_dir():
-        return read_volume(path)
+        return read_volume(path, rgb_as_slices=rgb_as_slices)
     _check_tiff_file(path)
     with _open_tiff(path) as tif:
         series = tif.series[0]
-        shape = _volume_shape(series, path.name)
+        shape = _volume_shape(series, path.name, rgb_as_slices)
         mappable = series.dataoffset is not None
     if not mappable:
-        return read_volume(path)
+        return read_volume(path, rgb_as_slices=rgb_as_slices)
     volume = tifffile.memmap(path, mode="r").reshape(shape)
     _check_finite(volume, path.name)
     return volume
 
 
-def read_mask(path: PathLike, class_map: ClassMap | None = None) -> tuple[np.ndarray, ClassMap]:
+def read_mask(
+    path: PathLike, class_map: ClassMap | None = None, *, rgb_as_slices: bool = False
+) -> tuple[np.ndarray, ClassMap]:
     """Read a label mask and map its values to contiguous class ids.
 
     Parameters
@@ -138,6 +149,8 @@ def read_mask(path: PathLike, class_map: ClassMap | None = None) -> tuple[np.nda
     class_map : ClassMap, optional
         Expected classes (e.g. the ones a model was trained on). When omitted, the classes
         are the distinct values found in the mask, ascending.
+    rgb_as_slices : bool
+        As in :func:`read_volume`.
 
     Returns
     -------
@@ -153,7 +166,7 @@ def read_mask(path: PathLike, class_map: ClassMap | None = None) -> tuple[np.nda
         (with ``class_map``) values outside the class map.
     """
     path = Path(path)
-    mask = read_volume(path)
+    mask = read_volume(path, rgb_as_slices=rgb_as_slices)
     source = path.name
     check_integer_valued(mask, source)
     if class_map is None:
@@ -188,14 +201,14 @@ def check_pair(
         )
 
 
-def _read_folder(folder: Path) -> np.ndarray:
+def _read_folder(folder: Path, rgb_as_slices: bool = False) -> np.ndarray:
     """Stack the single-slice TIFFs of ``folder`` in natural sort order."""
     files = _list_tiffs(folder)
-    first = _read_slice_file(files[0], folder)
+    first = _read_slice_file(files[0], folder, rgb_as_slices)
     volume = np.empty((len(files),) + first.shape, dtype=first.dtype)
     volume[0] = first
     for z, file in enumerate(files[1:], start=1):
-        plane = _read_slice_file(file, folder)
+        plane = _read_slice_file(file, folder, rgb_as_slices)
         if plane.shape != first.shape or plane.dtype != first.dtype:
             raise InputError(
                 f"{folder}: slice {file.name} is {plane.shape[0]}x{plane.shape[1]} {plane.dtype} "
@@ -222,9 +235,10 @@ def _list_tiffs(folder: Path) -> list[Path]:
     return natsorted(tiffs, key=lambda p: p.name)
 
 
-def _read_slice_file(file: Path, folder: Path) -> np.ndarray:
+def _read_slice_file(file: Path, folder: Path, rgb_as_slices: bool = False) -> np.ndarray:
     """One slice of a folder as a 2D array, refusing stacks (a stray images.tif, say)."""
-    volume = _read_tiff_file(file)
+    # With rgb_as_slices a planar RGB file reads as 3 slices and is refused below as a stack.
+    volume = _read_tiff_file(file, rgb_as_slices)
     if volume.shape[0] != 1:
         raise InputError(
             f"{folder}: {file.name} holds {volume.shape[0]} slices; a folder must hold "
@@ -234,22 +248,115 @@ def _read_slice_file(file: Path, folder: Path) -> np.ndarray:
     return volume[0]
 
 
-def _read_tiff_file(path: Path) -> np.ndarray:
+def _read_tiff_file(path: Path, rgb_as_slices: bool = False) -> np.ndarray:
     """Read one TIFF file as ``(Z, Y, X)``, with every check but the NaN/Inf one."""
     _check_tiff_file(path)
     with _open_tiff(path) as tif:
         series = tif.series[0]
-        shape = _volume_shape(series, path.name)
-        with _tifffile_problems(path):
-            try:
-                data = series.asarray()
-            except (ValueError, RuntimeError, OSError, EOFError, IndexError, struct.error) as exc:
-                # Codec and short-read failures surface as any of these, depending on codec.
-                raise InputError(
-                    f"{path.name}: the image data is truncated or corrupt ({exc}); "
-                    "re-export or re-copy the file"
-                ) from exc
+        shape = _volume_shape(series, path.name, rgb_as_slices)
+        # Reading everything at once, a short read surfaces as a structure error too.
+        with _tifffile_problems(path), decoding(path.name, also=_STRUCTURE_ERRORS):
+            data = series.asarray()
     return data.reshape(shape)
+
+
+@functools.cache
+def decode_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that decoding damaged image data raises, whichever codec decodes it.
+
+    tifffile decodes with imagecodecs when it is installed (each codec has its own error
+    class), else with Python's :mod:`zlib` and :mod:`lzma` (and ``compression.zstd`` from
+    Python 3.14), whose errors derive from nothing more specific than ``Exception``; tifffile
+    raises ``TiffFileError`` for a strip that decodes to the wrong size, and zarr stores' codecs
+    a plain ``RuntimeError`` (zstd, blosc) or ``gzip.BadGzipFile``. Built on first use because
+    listing imagecodecs' classes loads its codec modules.
+
+    Returns
+    -------
+    tuple of exception classes
+        For an ``except`` clause; :func:`decoding` is the one place that uses it.
+    """
+    import gzip
+
+    errors: list[type[Exception]] = [
+        zlib.error, lzma.LZMAError, gzip.BadGzipFile, tifffile.TiffFileError, RuntimeError
+    ]
+    try:
+        from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
+    except ImportError:
+        pass
+    else:
+        errors.append(zstd.ZstdError)
+    try:
+        import imagecodecs
+    except ImportError:
+        return tuple(errors)
+    for name in getattr(imagecodecs, "__all__", ()):
+        if not name.endswith("Error"):
+            continue
+        try:
+            cls = getattr(imagecodecs, name)
+        except (ImportError, AttributeError):  # a codec left out of this imagecodecs build
+            continue
+        # DelayedImportError (an ImportError) means a missing codec, not damaged data.
+        if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, ImportError):
+            errors.append(cls)
+    return tuple(dict.fromkeys(errors))
+
+
+@contextlib.contextmanager
+def decoding(name: str, also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Turn a failure to decode image data inside the block into an ``InputError`` naming ``name``.
+
+    Wrap every read of pixel data with it (whole files here, slabs in :mod:`napari_sandseg.lazy`),
+    so a damaged file gives one message whatever codec and code path read it.
+
+    Parameters
+    ----------
+    name : str
+        The file, folder or store the data comes from, as the message names it.
+    also : tuple of exception classes
+        Further exceptions that mean damaged data in this block. The whole-file reader adds
+        tifffile's short-read errors; slab reads add none, so an indexing bug keeps its traceback.
+
+    Raises
+    ------
+    InputError
+        "truncated or corrupt" for damaged data; "cannot decode" when a codec module is missing.
+    """
+    try:
+        yield
+    except SandsegError:
+        raise  # already says what is wrong (InputError is a ValueError, which ``also`` may hold)
+    except ImportError as exc:
+        # tifffile's fallback codecs import their module only when called (zstd before Python 3.14).
+        raise _missing_codec(name, str(exc)) from exc
+    except (*decode_errors(), *also) as exc:
+        raise InputError(
+            f"{name}: the image data is truncated or corrupt ({exc}); re-export or re-copy the file"
+        ) from exc
+
+
+def _missing_codec(name: str, detail: str) -> InputError:
+    """The one message for data this installation has no decoder for."""
+    return InputError(
+        f"{name}: cannot decode the image data ({detail}); install the imagecodecs package "
+        "(pip install imagecodecs) or re-save the file uncompressed or with zlib compression"
+    )
+
+
+def _check_codecs(page: tifffile.TiffPage, name: str) -> None:
+    """Refuse data whose compression or predictor has no decoder here (LZW, JPEG, ... without imagecodecs).
+
+    tifffile would only say so when a page is decoded, as a ``ValueError`` that reads like damage.
+    """
+    for table, key in ((tifffile.TIFF.DECOMPRESSORS, page.compression), (tifffile.TIFF.UNPREDICTORS, page.predictor)):
+        if key == 1:  # none
+            continue
+        try:
+            table[key]  # resolves the codec; KeyError says which package is missing
+        except KeyError as exc:
+            raise _missing_codec(name, str(exc.args[0] if exc.args else exc)) from exc
 
 
 def _check_tiff_file(path: Path) -> None:
@@ -283,6 +390,7 @@ def _open_tiff(path: Path) -> Iterator[tifffile.TiffFile]:
                 _check_pages(tif, path)  # reads every page header and builds the series
             except _STRUCTURE_ERRORS as exc:
                 raise _corrupt(path, exc) from exc
+        _check_codecs(tif.series[0].keyframe, path.name)
         yield tif
 
 
@@ -367,18 +475,24 @@ def _check_pages(tif: tifffile.TiffFile, path: Path) -> None:
         )
 
 
-def _volume_shape(series: tifffile.TiffPageSeries, name: str) -> tuple[int, int, int]:
-    """The ``(Z, Y, X)`` shape of a tifffile series, refusing colour and 4D+ data."""
+def _volume_shape(series: tifffile.TiffPageSeries, name: str, rgb_as_slices: bool = False) -> tuple[int, int, int]:
+    """The ``(Z, Y, X)`` shape of a tifffile series, refusing colour and 4D+ data.
+
+    With ``rgb_as_slices`` a single planar RGB(A) page, ``(3 or 4, Y, X)``, is taken as that many
+    slices (see :func:`read_volume`).
+    """
     shape, axes = tuple(series.shape), str(series.axes)
+    # Leading length-1 axes (a (1, Z, Y, X) hyperstack, say) carry no data: drop them.
+    while len(shape) > 3 and shape[0] == 1:
+        shape, axes = shape[1:], axes[1:]
     # 'S' = samples per pixel (RGB/RGBA or interleaved channels), 'C' = ImageJ/OME channels.
-    if "S" in axes or "C" in axes:
+    if "S" in axes:
+        return _samples_shape(series.keyframe, shape, axes, name, rgb_as_slices)
+    if "C" in axes:
         raise InputError(
             f"{name}: RGB/multichannel image (shape {shape}, axes {axes}); expected a single "
             "grayscale channel: convert to grayscale (or save one channel) first"
         )
-    # Leading length-1 axes (a (1, Z, Y, X) hyperstack, say) carry no data: drop them.
-    while len(shape) > 3 and shape[0] == 1:
-        shape = shape[1:]
     if len(shape) == 2:
         return (1,) + shape
     if len(shape) == 3:
@@ -396,6 +510,31 @@ def _volume_shape(series: tifffile.TiffPageSeries, name: str) -> tuple[int, int,
     raise InputError(
         f"{name}: {len(shape)}D data (shape {shape}, axes {axes}); expected a 2D image or a "
         "3D (Z, Y, X) stack: save one time point / channel as a grayscale stack"
+    )
+
+
+def _samples_shape(
+    page: tifffile.TiffPage, shape: tuple[int, ...], axes: str, name: str, rgb_as_slices: bool
+) -> tuple[int, int, int]:
+    """Pages with several samples per pixel: planar ``(S, Y, X)`` may be slices, the rest is colour."""
+    samples = int(page.samplesperpixel)
+    photometric = getattr(page.photometric, "name", page.photometric)  # an int if tifffile does not know it
+    tagged = f"{photometric} with {samples} samples per pixel (shape {shape})"
+    if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and axes == "SYX":
+        # Each sample is stored as a whole plane, just like a slice: tifffile.imwrite writes a
+        # (3, Y, X) or (4, Y, X) stack this way unless told photometric="minisblack".
+        if rgb_as_slices:
+            return shape  # type: ignore[return-value]
+        raise InputError(
+            f"{name}: tagged as planar {tagged}; if these are {samples} slices, save them with "
+            'photometric="minisblack" (tifffile) or read them as slices (sandseg --rgb-as-slices, '
+            "rgb_as_slices=True in Python); if it is a colour image, convert it to grayscale first"
+        )
+    layout = "interleaved" if page.planarconfig == tifffile.PLANARCONFIG.CONTIG else "planar"
+    raise InputError(
+        f"{name}: a colour/multichannel image, tagged as {layout} {tagged}, axes {axes}; expected a "
+        "single grayscale channel: convert to grayscale (or save one channel) first"
+        + ("; reading RGB as slices applies only to a single planar page" if rgb_as_slices else "")
     )
 
 

@@ -49,12 +49,14 @@ def nbytes_on_disk(path: PathLike) -> int:
 class VolumeView:
     """A ``(Z, Y, X)`` view of an array with extra leading length-1 axes (``(1, 1, Z, Y, X)``).
 
-    Indexing returns numpy arrays, like a memory map, so the engine treats it as a volume.
+    Indexing returns numpy arrays, like a memory map, so the engine treats it as a volume. Data
+    that fails to decode when a slab is read raises :class:`InputError` naming ``name``.
     """
 
-    def __init__(self, array: Any, lead: int) -> None:
+    def __init__(self, array: Any, lead: int, name: str = "volume") -> None:
         self._array = array
         self._lead = lead
+        self.name = name
         self.shape = tuple(int(n) for n in array.shape[lead:])
         self.dtype = np.dtype(array.dtype)
         self.ndim = len(self.shape)
@@ -72,15 +74,20 @@ class VolumeView:
         return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        from .io import decoding
+
         key = key if isinstance(key, tuple) else (key,)
-        return np.asarray(self._array[(0,) * self._lead + key])
+        # Compressed pages (TIFF) and chunks (zarr) are decoded here, on first access, so a
+        # damaged one is found mid-stream, not at open: say which file, like the eager reader.
+        with decoding(self.name):
+            return np.asarray(self._array[(0,) * self._lead + key])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         data = self[...]
         return data.astype(dtype) if dtype is not None else data
 
 
-def open_volume(path: PathLike, *, check_finite: bool = True) -> Any:
+def open_volume(path: PathLike, *, check_finite: bool = True, rgb_as_slices: bool = False) -> Any:
     """Open a ``(Z, Y, X)`` volume lazily.
 
     Parameters
@@ -92,6 +99,9 @@ def open_volume(path: PathLike, *, check_finite: bool = True) -> Any:
     check_finite : bool
         Refuse float data holding NaN/Inf. This reads the whole volume once (slice by slice),
         so the napari reader turns it off to open instantly; the engine keeps it on.
+    rgb_as_slices : bool
+        Read a TIFF tagged as planar RGB(A), ``(3 or 4, Y, X)``, as slices, as in
+        :func:`napari_sandseg.io.read_volume`.
 
     Returns
     -------
@@ -103,15 +113,16 @@ def open_volume(path: PathLike, *, check_finite: bool = True) -> Any:
     ------
     InputError
         For anything :func:`napari_sandseg.io.read_volume` refuses, or a zarr store that
-        holds no 2D/3D grayscale array.
+        holds no 2D/3D grayscale array. Data damaged past what opening checks (a compressed
+        page that does not decode) is reported the same way when its slices are read.
     """
     p = Path(path)
     if is_zarr(p):
         volume = open_levels(p)[0]
     elif p.is_dir():
-        volume = _open_tiff_folder(p)
+        volume = _open_tiff_folder(p, rgb_as_slices)
     else:
-        volume = _open_tiff(p)
+        volume = _open_tiff(p, rgb_as_slices)
     if check_finite:
         from .io import _check_finite
 
@@ -158,7 +169,10 @@ def _as_volume(array: Any, name: str) -> Any:
         lead += 1
     ndim = len(shape) - lead
     if ndim == 2:
-        return np.asarray(array[(0,) * lead])[None]
+        from .io import decoding
+
+        with decoding(name):  # a single image is read now: it is small
+            return np.asarray(array[(0,) * lead])[None]
     if ndim != 3:
         raise InputError(
             f"{name}: {len(shape)}D data (shape {shape}); expected a 2D image or a 3D (Z, Y, X) "
@@ -167,10 +181,10 @@ def _as_volume(array: Any, name: str) -> Any:
     dtype = np.dtype(array.dtype)
     if not (np.issubdtype(dtype, np.number) or dtype == bool) or np.issubdtype(dtype, np.complexfloating):
         raise InputError(f"{name}: dtype {dtype} is not a grayscale number type")
-    return VolumeView(array, lead)
+    return VolumeView(array, lead, name)
 
 
-def _open_tiff(path: Path) -> Any:
+def _open_tiff(path: Path, rgb_as_slices: bool = False) -> Any:
     """A TIFF file through tifffile's zarr store, after :mod:`io`'s structure checks."""
     import tifffile
     import zarr
@@ -179,7 +193,7 @@ def _open_tiff(path: Path) -> Any:
 
     _check_tiff_file(path)
     with open_checked(path) as tif:
-        shape = _volume_shape(tif.series[0], path.name)
+        shape = _volume_shape(tif.series[0], path.name, rgb_as_slices)
     store = tifffile.imread(path, aszarr=True)  # keeps its file handle until garbage-collected
     array = zarr.open(store, mode="r")
     if int(np.prod(array.shape)) != int(np.prod(shape)):
@@ -187,7 +201,7 @@ def _open_tiff(path: Path) -> Any:
     return _as_volume(array, path.name)
 
 
-def _open_tiff_folder(folder: Path) -> Any:
+def _open_tiff_folder(folder: Path, rgb_as_slices: bool = False) -> Any:
     """A folder of single-slice TIFFs as one lazy stack (natural sort order, like io)."""
     import tifffile
     import zarr
@@ -197,7 +211,7 @@ def _open_tiff_folder(folder: Path) -> Any:
     files = _list_tiffs(folder)
     # Header checks on the first and last file only: opening thousands of files one by one
     # is what "instant" must avoid; a slice that differs is reported when it is read.
-    first, last = (_read_slice_file(f, folder) for f in (files[0], files[-1]))
+    first, last = (_read_slice_file(f, folder, rgb_as_slices) for f in (files[0], files[-1]))
     if first.shape != last.shape or first.dtype != last.dtype:
         raise InputError(
             f"{folder}: slice {files[-1].name} is {last.shape} {last.dtype} but {files[0].name} is "

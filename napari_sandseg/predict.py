@@ -488,6 +488,7 @@ def predict_file(
     tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_halo: int = DEFAULT_TILE_HALO,
     precision: str = "float32",
+    rgb_as_slices: bool = False,
 ) -> Path:
     """Segment a volume file into a label stack, streamed slab by slab.
 
@@ -523,6 +524,8 @@ def predict_file(
     precision : {"float32", "mixed_bfloat16", "auto"}
         Arithmetic of the model, as in :func:`iter_predict` (``sandseg predict`` passes
         ``"auto"``).
+    rgb_as_slices : bool
+        Read a TIFF tagged as planar RGB(A) as slices (:func:`napari_sandseg.io.read_volume`).
 
     Returns
     -------
@@ -551,7 +554,8 @@ def predict_file(
 
     # A bad image file fails before the slow model load. Files are read through tifffile's
     # zarr store, not a memory map: touched map pages would count as resident memory.
-    volume = read_volume_lazy(images_path) if Path(images_path).is_dir() and not is_zarr(images_path) else open_volume(images_path)
+    reading = {"rgb_as_slices": rgb_as_slices}
+    volume = read_volume_lazy(images_path, **reading) if Path(images_path).is_dir() and not is_zarr(images_path) else open_volume(images_path, **reading)
     # A bfloat16 run turns the file's plain model straight into its fused twin: one rebuild
     # instead of two (measured: about 0.4 s less for a resnet34 on this project's 2 cores).
     precision = resolve_predict_precision(precision)
@@ -559,6 +563,8 @@ def predict_file(
     try:
         check_compatible(info, volume)
     except InputError as exc:
+        if str(exc).startswith(f"{Path(images_path).name}: "):
+            raise  # a damaged page met by the intensity sample: the reader's message names the file
         raise InputError(f"{Path(images_path).name}: {exc}") from None
     z, h, w = volume.shape
     k = info.n_classes

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from napari_sandseg import io
+from napari_sandseg import io, lazy
 from napari_sandseg.classmap import ClassMap
 from napari_sandseg.errors import ConfigError, InputError, OutputError
 
@@ -155,6 +155,53 @@ def test_rgb_and_multichannel_refused(tmp_path: Path, array: np.ndarray, kwargs:
     path = _write_raw(tmp_path / "c.tif", array, **kwargs)
     with pytest.raises(InputError, match=r"c\.tif.*convert to grayscale"):
         io.read_volume(path)
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_few_slices_tagged_as_planar_rgb_say_so_and_read_as_slices_when_asked(tmp_path: Path, n: int) -> None:
+    stack = _stack((n, 16, 12))  # distinct random slices: a wrong order or mix-up shows
+    path = _write_raw(tmp_path / "few.tif", stack)  # tifffile's defaults: one page, planar RGB(A)
+    expected = rf'few\.tif: tagged as planar RGB with {n} samples per pixel \(shape \({n}, 16, 12\)\).*photometric="minisblack".*--rgb-as-slices'
+    with pytest.raises(InputError, match=expected):
+        io.read_volume(path)
+    with pytest.raises(InputError, match=expected):
+        lazy.open_volume(path)
+    for read in (io.read_volume, io.read_volume_lazy, lazy.open_volume):
+        volume = read(path, rgb_as_slices=True)
+        assert volume.shape == (n, 16, 12) and np.array_equal(np.asarray(volume[...]), stack), read
+    labels = (stack // 50).astype(np.uint8)
+    ids, class_map = io.read_mask(_write_raw(tmp_path / "few_mask.tif", labels), rgb_as_slices=True)
+    assert np.array_equal(class_map.decode(ids), labels)
+
+
+def test_interleaved_rgb_refused_even_when_reading_rgb_as_slices(tmp_path: Path) -> None:
+    path = _write_raw(tmp_path / "photo.tif", _stack((16, 12, 3)))  # samples side by side: a colour image
+    message = r"photo\.tif: .*interleaved RGB with 3 samples per pixel.*convert to grayscale"
+    with pytest.raises(InputError, match=message):
+        io.read_volume(path)
+    with pytest.raises(InputError, match=message + r".*only to a single planar page"):
+        io.read_volume(path, rgb_as_slices=True)
+    with pytest.raises(InputError, match=message):
+        lazy.open_volume(path, rgb_as_slices=True)
+
+
+def test_cli_rgb_as_slices_on_every_command_that_reads_volumes(tmp_path: Path, capsys) -> None:
+    from napari_sandseg import cli
+
+    parser = cli.build_parser()
+    for argv in (["train", "--images", "i", "--masks", "m", "--out", "o.keras"],
+                 ["predict", "--model", "m", "--images", "i", "--out", "o"],
+                 ["evaluate", "--truth", "t", "--pred", "p"]):
+        assert parser.parse_args([*argv, "--rgb-as-slices"]).rgb_as_slices
+        assert not parser.parse_args(argv).rgb_as_slices
+    labels = (_stack((3, 16, 12)) // 50).astype(np.uint8)
+    truth = _write_raw(tmp_path / "truth.tif", labels)  # planar RGB by tifffile's defaults
+    argv = ["evaluate", "--truth", str(truth), "--pred", str(truth)]
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    assert "truth.tif: tagged as planar RGB" in capsys.readouterr().err
+    assert cli.main([*argv, "--rgb-as-slices"]) == 0
+    assert "mean IoU" in capsys.readouterr().out
 
 
 def test_4d_refused_but_singleton_axis_dropped(tmp_path: Path) -> None:

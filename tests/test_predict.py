@@ -53,7 +53,9 @@ def test_padding_is_reflection_cropped_back(model_and_info, volume):
     x = pad_slices(info.normalization.apply(volume[:1]))[..., None]
     assert x.shape == (1, 128, 96, 1)
     direct = model(x, training=False).numpy()[:, :100, :75]
-    np.testing.assert_allclose(res.probabilities, direct, atol=1e-5)
+    # Same float32 math in another batch/kernel layout (oneDNN picks kernels by shape): rounding
+    # differences up to 1.3e-5 were seen; a wrong pad or crop would differ by far more.
+    np.testing.assert_allclose(res.probabilities, direct, atol=1e-4)
 
 
 def test_result_does_not_depend_on_batch_size(model_and_info, volume):

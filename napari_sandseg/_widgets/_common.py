@@ -201,9 +201,13 @@ class CommandBox(QWidget):
         if shown != self.text.toPlainText():
             self.text.setPlainText(shown)
         lines = min(max(shown.count("\n") + 1, 2), COMMAND_LINES)
-        frame = 2 * self.text.frameWidth() + int(self.text.document().documentMargin() * 2)
-        scrollbar = self.text.horizontalScrollBar().sizeHint().height()
-        self.text.setFixedHeight(lines * metrics.lineSpacing() + frame + scrollbar)
+        line_height = max(metrics.height(), metrics.lineSpacing())  # one unwrapped line of the document
+        # + 2: QPlainTextEdit scrolls unless its viewport is strictly taller than the lines.
+        chrome = (2 * self.text.frameWidth() + int(self.text.document().documentMargin() * 2)
+                  + self.text.horizontalScrollBar().sizeHint().height() + 2)
+        # Every line when there is room; two (and a scroll bar) in a crowded dock.
+        self.text.setMinimumHeight(2 * line_height + chrome)
+        self.text.setMaximumHeight(lines * line_height + chrome)
 
 
 def format_command(args: Sequence[str | Path]) -> str:

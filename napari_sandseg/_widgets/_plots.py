@@ -66,7 +66,7 @@ class LinePlot(QWidget):
         self.y_range = y_range
         self.series: dict[str, Series] = {}
         self.marker_x: float | None = None
-        self.setMinimumHeight(170)
+        self.setMinimumHeight(150)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setMouseTracking(False)
 
@@ -118,7 +118,12 @@ class LinePlot(QWidget):
         return font
 
     def legend_rows(self) -> list[list[tuple[Series, float]]]:
-        """The legend's entries as rows fitting the plot's width: ``[(series, x offset), ...]`` per row."""
+        """The legend's entries as rows fitting the plot's width: ``[(series, x offset), ...]`` per row.
+
+        A single series has no legend (the title names it).
+        """
+        if len(self.series) < 2:
+            return []
         metrics = QFontMetricsF(self._small_font())
         width = max(self.width() - _MARGIN_LEFT - _MARGIN_RIGHT, 10)
         rows: list[list[tuple[Series, float]]] = []

@@ -108,7 +108,7 @@ def training_result_text(summary: Any, monitor: str, epochs: int, cut_short: int
     done = len(summary.history.get("loss", []))
     if summary.cancelled:
         at = cut_short + 1 if cut_short is not None else done
-        head = f"Cancelled: stopped at epoch {at} of {epochs}"
+        head = f"Cancelled: stopped at epoch {at} of {epochs}" if at else "Cancelled before the first epoch"
     elif done < epochs:
         head = f"Done: stopped early after epoch {done} of {epochs} (no better {metric_label(monitor)})"
     else:

@@ -206,7 +206,9 @@ def test_training_result_line_names_the_kept_epoch():
     assert (training_result_text(_summary(history, 0, False), "val_loss", 2)
             == "Done: 2 epoch(s); kept epoch 1 (validation loss 1.1)")
     assert "stopped early after epoch 2 of 5" in training_result_text(_summary(history, 1, False), "val_loss", 5)
-    assert "no epoch finished" in training_result_text(_summary({}, None, True), "val_mean_iou", 5, cut_short=0)
+    assert (training_result_text(_summary({}, None, True), "val_mean_iou", 5, cut_short=0)
+            == "Cancelled: stopped at epoch 1 of 5; no epoch finished, so the partly trained weights were kept")
+    assert training_result_text(_summary({}, None, True), "val_mean_iou", 5).startswith("Cancelled before the first epoch;")
 
 
 def test_train_widget_plots_only_whole_epochs_and_rounds_figures(make_napari_viewer):

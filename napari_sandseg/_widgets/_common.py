@@ -8,6 +8,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Generator, Sequence
 
+from qtpy.QtCore import QSize
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import (
     QApplication,
@@ -28,7 +29,7 @@ from ._workers import Job, JobFailed
 #: Status line of a widget whose job was asked to stop (it stops at the next batch or slab).
 STOPPING = "stopping..."
 #: Most lines the command box shows before it scrolls.
-COMMAND_LINES = 6
+COMMAND_LINES = 8
 
 
 class LayerPicker(QComboBox):
@@ -128,6 +129,13 @@ class LayerPicker(QComboBox):
         self._picked = weakref.ref(layer) if layer is not None else None
 
 
+class _CommandText(QPlainTextEdit):
+    """A read-only text box that asks for its maximum height (every line), not Qt's default."""
+
+    def sizeHint(self) -> QSize:  # noqa: D102
+        return QSize(super().sizeHint().width(), self.maximumHeight())
+
+
 class CommandBox(QWidget):
     """Shows the equivalent ``sandseg`` command line, read-only, with a Copy button.
 
@@ -140,7 +148,7 @@ class CommandBox(QWidget):
         super().__init__()
         self._args: list[str] = []
         self._line = ""
-        self.text = QPlainTextEdit()
+        self.text = _CommandText()
         self.text.setReadOnly(True)
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         self.text.setLineWrapMode(QPlainTextEdit.NoWrap)  # lines are broken between arguments below
@@ -208,6 +216,7 @@ class CommandBox(QWidget):
         # Every line when there is room; two (and a scroll bar) in a crowded dock.
         self.text.setMinimumHeight(2 * line_height + chrome)
         self.text.setMaximumHeight(lines * line_height + chrome)
+        self.text.updateGeometry()  # its size hint is that maximum
 
 
 def format_command(args: Sequence[str | Path]) -> str:

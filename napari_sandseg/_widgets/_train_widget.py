@@ -208,8 +208,10 @@ class TrainWidget(SandsegWidget):
         layout = self.layout()
         layout.addLayout(form)
         layout.addLayout(buttons)
-        layout.addWidget(self.epoch_bar)
-        layout.addWidget(self.batch_bar)
+        bars = QHBoxLayout()  # side by side: the room goes to the plot and the command line
+        bars.addWidget(self.epoch_bar)
+        bars.addWidget(self.batch_bar)
+        layout.addLayout(bars)
         layout.addWidget(self.status)
         layout.addWidget(self.plot)
         layout.addWidget(self.device)

@@ -1,7 +1,8 @@
 """Autosave of hand-edited label slices, so a crash or a closed window loses none of them.
 
 Only the slices a user painted are stored (one ``.npz`` per layer: slice indices, the slices'
-label values, and a JSON header), written atomically (temp file + :func:`os.replace`), so the
+label values, the painted pixels of each slice as a boolean mask, and a JSON header; files
+of format 1, written before the masks were kept, have no masks and still load), written atomically (temp file + :func:`os.replace`), so the
 file on disk is always either the previous complete save or the new one. Writing happens on
 a background thread; the caller hands over copies of the slices.
 """
@@ -25,7 +26,7 @@ from .io import atomic_write
 
 #: Environment variable that moves the autosave folder (tests, shared machines).
 ENV_AUTOSAVE_DIR = "SANDSEG_AUTOSAVE_DIR"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: painted-pixel masks (format 1 files have none)
 
 
 def autosave_dir() -> Path:
@@ -49,13 +50,14 @@ class AutosaveRecord:
 
 @dataclass
 class EditSnapshot:
-    """Copies of a layer's edited slices, ready to be written."""
+    """Copies of a layer's edited slices (and of their painted pixels), ready to be written."""
 
     layer_name: str
     shape: tuple[int, ...]
     slices: dict[int, np.ndarray] = field(default_factory=dict)
     class_map: dict[str, Any] | None = None
     source: str | None = None
+    painted: dict[int, np.ndarray] | None = None  # {z: (Y, X) bool}, the pixels the user painted
 
 
 def autosave_path(directory: Path, layer_name: str, shape: tuple[int, ...]) -> Path:
@@ -89,9 +91,15 @@ def save_edits(directory: Path, snapshot: EditSnapshot) -> Path:
         data = np.stack([snapshot.slices[z] for z in zs])
     else:
         data = np.zeros((0, *snapshot.shape[1:]), dtype=np.uint8)
+    arrays = {"z": np.asarray(zs, dtype=np.int64), "slices": data, "header": np.asarray(json.dumps(header))}
+    if snapshot.painted is not None:
+        masks = np.zeros(data.shape, bool)  # strokes compress to almost nothing
+        for i, z in enumerate(zs):
+            masks[i] = snapshot.painted.get(z, False)
+        arrays["painted"] = masks
     with atomic_write(target, overwrite=True) as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, z=np.asarray(zs, dtype=np.int64), slices=data, header=np.asarray(json.dumps(header)))
+            np.savez_compressed(f, **arrays)
     return target
 
 
@@ -117,6 +125,15 @@ def load_edits(path: Path) -> tuple[dict[int, np.ndarray], AutosaveRecord]:
         zs, data = npz["z"], npz["slices"]
         slices = {int(z): data[i] for i, z in enumerate(zs)}
     return slices, record
+
+
+def load_painted(path: Path) -> dict[int, np.ndarray] | None:
+    """The painted pixels of an autosave, ``{z: (Y, X) bool}``; None for a file that has none (format 1)."""
+    with np.load(path, allow_pickle=False) as npz:
+        if "painted" not in npz.files:
+            return None
+        zs, masks = npz["z"], npz["painted"]
+    return {int(z): masks[i] for i, z in enumerate(zs)}
 
 
 def list_autosaves(directory: Path) -> list[AutosaveRecord]:

@@ -1,14 +1,18 @@
 """Correct and fine-tune: paint fixes into the segmentation, fine-tune on them, re-segment.
 
-Edited slices come from the Labels layer's paint events (tracked by the session state, which
-also autosaves them). One click fine-tunes the current model on the edited slices plus the
-data it was trained on, then segments the image again; the hand-corrected slices are put back
-over the new prediction, so no correction is ever lost.
+The session state records which pixels were painted (from the Labels layer's paint events)
+and autosaves them. One click fine-tunes the current model on what the user said: the painted
+pixels of every edited slice, over the ground truth the model was trained with (kept, and
+replayed on the other training slices), never the model's own prediction elsewhere on an
+edited slice. The slice in view is re-segmented and shown first; the rest of the stack follows
+in the same background job. Painted pixels are put back over every new prediction, so no
+correction is ever lost, while the rest of an edited slice shows what the model learnt.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generator
@@ -27,54 +31,165 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
-from .._layers import class_map_from_metadata
-from ..autosave import autosave_dir, find_autosave, load_edits
+from .._layers import class_map_from_metadata, labels_layer_data
+from ..autosave import autosave_dir, find_autosave, load_edits, load_painted
 from ..classmap import ClassMap
+from ..data import split_counts, split_indices
+from ..errors import Cancelled, OutputError
 from ..io import write_labels, write_volume
 from ._files import sparse_mask_problem, write_sparse_mask
 from ._common import CommandBox, LayerPicker, SandsegWidget, plain_metric_names
 from ._engine import EngineProcess
-from ._results import Segmentation, is_segmentation, show_segmentation
+from ._results import Segmentation, is_segmentation, segmentation_name, show_segmentation
 from ._segment_widget import predict_slabs
 from ._state import TrainingData
 from ._train_widget import epoch_text, train_command, training_result_text
 
 _USER_ROLE = 256
 
+#: Default fine-tune epochs, and the most random crops an epoch draws. Chosen so that a click
+#: shows the re-segmented 1024 x 996 slice within a minute on 2 CPU cores: the engine's fixed
+#: costs (loading the model, tracing the training step, the checkpoints) take most of it.
+FINETUNE_EPOCHS = 2
+FINETUNE_CROPS = 128
+
 
 @dataclass
 class FineTuneData:
-    """Training stacks for a fine-tune: the original data with the corrected slices merged in."""
+    """The stacks a fine-tune trains on.
+
+    Attributes
+    ----------
+    images : ndarray (N, Y, X)
+    targets : ndarray (N, Y, X)
+        Labels-layer convention: 0 = not annotated (ignored by the loss), k = class k-1.
+    corrected : list of int
+        Stack indices of the corrected slices.
+    n_original : int
+        Annotated slices of the original training data trained on again, uncorrected.
+    note : str
+        Why the original training data is not part of it, when it is not.
+    """
 
     images: np.ndarray
-    targets: np.ndarray  # Labels-layer convention: 0 = unpainted, k = class k-1
-    n_corrected: int
+    targets: np.ndarray
+    corrected: list[int]
     n_original: int
+    note: str = ""
+
+    @property
+    def n_corrected(self) -> int:
+        """Number of corrected slices."""
+        return len(self.corrected)
 
 
-def merge_corrections(image: np.ndarray, corrections: np.ndarray, slices: list[int], image_name: str,
+def merge_corrections(image: np.ndarray, layer_values: Any, painted: dict[int, np.ndarray], image_name: str,
                       training: TrainingData | None) -> FineTuneData:
-    """Stack the corrected slices with the data the model was trained on.
+    """Sparse fine-tuning targets: what the user painted, over the ground truth the model already had.
 
-    When the model was trained on this same image, its targets on the corrected slices are
-    replaced by the corrections (never two answers for one slice); otherwise the corrected
-    slices are appended to the original training stack when the slice size matches.
+    Parameters
+    ----------
+    image : ndarray (Z, Y, X)
+        The image the corrections were painted on.
+    layer_values : array-like (Z, Y, X)
+        The corrected Labels layer's data (0 = unpainted, k = class k-1); only the edited
+        slices are read.
+    painted : dict
+        ``{z: (Y, X) bool}``: the pixels the user painted (:meth:`SessionState.painted`).
+    image_name : str
+        Name of the image layer, to recognise the image the model was trained on.
+    training : TrainingData, optional
+        What the current model was trained on (None: fine-tune on the corrections alone).
+
+    Returns
+    -------
+    FineTuneData
+        On the image the model was trained on: its training targets, with the painted pixels of
+        each edited slice set to the layer's values (the user's word wins; every other pixel
+        keeps its ground truth or stays unannotated). On another image: the original training
+        stack followed by the edited slices, annotated on their painted pixels only. Never the
+        layer's unpainted pixels, which are the model's own prediction.
     """
-    own_images, own_targets = image[slices], corrections[slices]
+    zs = sorted(painted)
+    said = {z: np.asarray(layer_values[z]) for z in zs}
+    dtype = np.result_type(*(v.dtype for v in said.values()), *(() if training is None else (training.targets.dtype,)))
+
+    def corrected(z: int, base: np.ndarray) -> np.ndarray:
+        out = np.array(base, dtype=dtype)
+        out[painted[z]] = said[z][painted[z]]
+        return out
+
+    own = np.stack([corrected(z, np.zeros(image.shape[1:], dtype)) for z in zs])
     if training is None:
-        return FineTuneData(own_images, own_targets, len(slices), 0)
-    same_image = training.image_name == image_name and training.images.shape == image.shape
-    if same_image:
-        targets = np.array(training.targets, copy=True)
-        targets[slices] = own_targets
-        return FineTuneData(training.images, targets, len(slices), training.images.shape[0] - len(slices))
+        return FineTuneData(image[zs], own, list(range(len(zs))), 0)
+    n_annotated = _annotated(training.targets)
+    if training.image_name == image_name and training.images.shape == image.shape:
+        targets = training.targets.astype(dtype, copy=True)
+        for z in zs:
+            targets[z] = corrected(z, targets[z])
+        return FineTuneData(training.images, targets, zs, len(set(n_annotated) - set(zs)))
     if training.images.shape[1:] != image.shape[1:]:
-        return FineTuneData(own_images, own_targets, len(slices), 0)
+        note = (f"the original training data ({training.image_name}, {training.images.shape[1]} x "
+                f"{training.images.shape[2]} slices) cannot be stacked with these {image.shape[1]} x "
+                f"{image.shape[2]} slices: fine-tuning on the corrections alone")
+        return FineTuneData(image[zs], own, list(range(len(zs))), 0, note)
+    n = training.images.shape[0]
     return FineTuneData(
-        np.concatenate([training.images, own_images]),
-        np.concatenate([training.targets.astype(own_targets.dtype), own_targets]),
-        len(slices), training.images.shape[0],
+        np.concatenate([training.images, image[zs]]), np.concatenate([training.targets.astype(dtype), own]),
+        list(range(n, n + len(zs))), len(n_annotated),
     )
+
+
+def _annotated(targets: np.ndarray) -> np.ndarray:
+    """Indices of the slices with at least one annotated pixel (Labels convention: value > 0)."""
+    return np.flatnonzero(np.asarray(targets).reshape(len(targets), -1).any(axis=1))
+
+
+def keep_corrections_in_training(data: FineTuneData, config: Any) -> FineTuneData:
+    """Reorder the stack so that the split validates on no corrected slice, where it can.
+
+    Training validates on a seeded split of the annotated slices
+    (:func:`napari_sandseg.data.split_indices`, as :func:`napari_sandseg.train.train` calls
+    it): a corrected slice there would be measured, never learnt from. Swapping it with an
+    uncorrected annotated slice of the training part keeps the split (it depends only on the
+    number of annotated slices) and moves the correction into training.
+    """
+    annotated = _annotated(data.targets)
+    n_train, n_val, _ = split_counts(len(annotated), config.val_fraction, config.test_fraction)
+    if n_train < 1 or n_val < 1:
+        return data  # training refuses this split and says why
+    train_pos, val_pos, _ = split_indices(len(annotated), config.val_fraction, config.test_fraction, config.seed)
+    corrected = set(data.corrected)
+    spare = [int(s) for s in annotated[train_pos] if s not in corrected]
+    order = np.arange(len(data.images))
+    for z in (int(s) for s in annotated[val_pos] if s in corrected):
+        if not spare:
+            break  # every training slice is corrected too: one of them must validate
+        other = spare.pop()
+        order[z], order[other] = other, z
+    if np.array_equal(order, np.arange(len(order))):
+        return data
+    where = {int(old): new for new, old in enumerate(order)}
+    return FineTuneData(data.images[order], data.targets[order], sorted(where[z] for z in data.corrected),
+                        data.n_original, data.note)
+
+
+def finetune_config(base: Any, epochs: int, sparse: bool) -> Any:
+    """The settings of a fine-tune: the model's own recipe, made short.
+
+    No warm-up (it would spend the first of two epochs at a tenth of the rate), at most
+    :data:`FINETUNE_CROPS` random crops per epoch, no held-out test slices (Evaluate tests).
+    """
+    crops = None if base.crop_size is None else min(base.crops_per_epoch or FINETUNE_CROPS, FINETUNE_CROPS)
+    return base.replace(epochs=epochs, sparse=sparse, test_fraction=0.0, warmup_epochs=0, crops_per_epoch=crops)
+
+
+@dataclass
+class SliceReady:
+    """Yielded by :func:`finetune_job` once the slice in view is re-segmented, to be shown at once."""
+
+    z: int
+    labels: np.ndarray  # (Y, X) class ids
 
 
 @dataclass
@@ -82,53 +197,106 @@ class FineTuneOutcome:
     """Fine-tuned model, the new segmentation, and the files of the command line."""
 
     result: Any
-    segmentation: Segmentation | None
-    images_file: Path
+    segmentation: Segmentation | None  # None: cancelled before the whole stack was re-segmented
+    images_file: Path | None
     masks_file: Path | None  # None: the --sparse convention cannot express these corrections
     note: str = ""  # why there is no command, when masks_file is None
 
 
 def finetune_job(engine: EngineProcess, data: FineTuneData, class_map: ClassMap, config: Any, init_model: Path,
-                 out_path: Path, image: np.ndarray, image_name: str, batch_size: int, folder: Path,
+                 out_path: Path, image: np.ndarray, image_name: str, z_view: int, batch_size: int, folder: Path,
                  cancel: threading.Event) -> Generator[Any, None, FineTuneOutcome]:
-    """Worker: fine-tune from ``init_model`` on ``data``, then segment the whole image again."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = out_path.stem
-    # The exact stacks trained on, so the command line reproduces this fine-tune.
-    images_file = write_volume(folder / f"{stem}_images.tif", data.images, overwrite=True)
-    masks_file: Path | None = folder / f"{stem}_masks.tif"
-    targets = data.targets
-    note = ""
-    if not config.sparse:  # everything labelled: train densely and write the original class values
-        targets = targets.astype(np.int64) - 1
-        write_labels(masks_file, targets, class_map, overwrite=True, compression="zlib")
-    elif (problem := sparse_mask_problem(class_map)) is None:
-        # With --init-model the CLI maps the painted values onto the model's classes, so the
-        # note about unpainted classes does not apply here.
-        write_sparse_mask(masks_file, targets, class_map)
-    else:
-        masks_file, note = None, problem
+    """Worker: fine-tune from ``init_model``, re-segment slice ``z_view`` (yielded as a :class:`SliceReady`), then the stack."""
+    # Engine targets: Labels values when sparse, class ids when every pixel is annotated.
+    targets = data.targets if config.sparse else data.targets.astype(np.int64) - 1
     summary = yield from engine.run("train", data.images, targets, class_map, config, out_path, init_model,
                                     cancel=cancel)
+    if not summary.cancelled:
+        yield f"re-segmenting slice {z_view} ..."
+        labels, _, _ = _without_progress(predict_slabs(
+            engine, summary.path, class_map.n_classes, image[z_view:z_view + 1], batch_size=1, probabilities=False,
+            uncertainty=False, cancel=cancel))
+        yield SliceReady(z_view, labels[0])
+    # Written after the slice is on screen, so they never delay it: the exact stacks trained on.
+    images_file, masks_file, note = _command_files(data, targets, class_map, config, folder, out_path.stem)
     if summary.cancelled:
         return FineTuneOutcome(summary, None, images_file, masks_file, note)
-    labels, _, _ = yield from predict_slabs(engine, summary.path, class_map.n_classes, image, batch_size=batch_size,
-                                            probabilities=False, uncertainty=False, cancel=cancel)
+    try:
+        labels, _, _ = yield from predict_slabs(engine, summary.path, class_map.n_classes, image,
+                                                batch_size=batch_size, probabilities=False, uncertainty=False,
+                                                cancel=cancel)
+    except Cancelled:  # the fine-tuned model stands; only the rest of the stack was not re-segmented
+        return FineTuneOutcome(summary, None, images_file, masks_file, note)
     seg = Segmentation(image_name, class_map, labels, 0, full_shape=tuple(image.shape))
     return FineTuneOutcome(summary, seg, images_file, masks_file, note)
 
 
+def _without_progress(gen: Generator[Any, None, Any]) -> Any:
+    """Run a worker generator to its end, dropping what it yields; returns its value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _command_files(data: FineTuneData, targets: np.ndarray, class_map: ClassMap, config: Any, folder: Path,
+                   stem: str) -> tuple[Path | None, Path | None, str]:
+    """Write the stacks of the fine-tune for its ``sandseg train`` command: ``(images, masks, note)``.
+
+    A file that cannot be written costs the command line, never the fine-tuned model.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        images_file = write_volume(folder / f"{stem}_images.tif", data.images, overwrite=True)
+        masks_file = folder / f"{stem}_masks.tif"
+        if not config.sparse:  # everything annotated: the original class values, trained densely
+            write_labels(masks_file, targets, class_map, overwrite=True, compression="zlib")
+        elif (problem := sparse_mask_problem(class_map)) is None:
+            # With --init-model the CLI maps the painted values onto the model's classes, so the
+            # note about unpainted classes does not apply here.
+            write_sparse_mask(masks_file, data.targets, class_map)
+        else:
+            return images_file, None, problem
+    except (OSError, OutputError) as exc:
+        return None, None, f"no equivalent command: its files could not be written ({exc})"
+    return images_file, masks_file, ""
+
+
+@dataclass
+class _Run:
+    """What a running fine-tune needs back on the main thread."""
+
+    config: Any
+    init_model: Path
+    image_name: str
+    class_map: ClassMap
+    layer: Any  # the Labels layer holding the corrections
+    shape: tuple[int, ...]
+    data: FineTuneData
+
+
 class CorrectWidget(SandsegWidget):
-    """Track hand corrections, fine-tune on them in one click, re-segment; restore autosaves."""
+    """Track hand corrections, fine-tune on them in one click, re-segment; restore autosaves.
+
+    Attributes
+    ----------
+    timings : dict
+        ``time.perf_counter()`` of the last fine-tune's ``"click"``, ``"slice"`` (the slice in
+        view shown re-segmented) and ``"stack"`` (the whole stack shown).
+    """
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self._runs = 0
+        self._run: _Run | None = None
+        self._cut_short: int | None = None
+        self.timings: dict[str, float] = {}
         self.image_picker = LayerPicker(napari_viewer, Image, prefer=lambda n: not n.endswith("uncertainty") and " P(" not in n)
         self.labels_picker = LayerPicker(napari_viewer, Labels, prefer=is_segmentation, follow=True)
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 1000)
-        self.epochs.setValue(3)
+        self.epochs.setValue(FINETUNE_EPOCHS)
         self.include_original = QCheckBox("also train on the original training data")
         self.include_original.setChecked(True)
         form = QFormLayout()
@@ -141,11 +309,12 @@ class CorrectWidget(SandsegWidget):
         self.edited.setMaximumHeight(100)
         self.edited.itemClicked.connect(lambda item: self.viewer.dims.set_current_step(0, int(item.data(_USER_ROLE))))
         self.run_button, self.cancel_button, buttons = self.run_cancel_row(
-            "Fine-tune on edited slices and re-segment", run_stretch=1
+            "Fine-tune on painted pixels and re-segment", run_stretch=1
         )
         self.progress = QProgressBar()
         self.status = QLabel("Paint corrections into the segmentation (Labels layer, paint mode); "
-                             "edited slices are listed here and autosaved.")
+                             "edited slices are listed here and autosaved. Fine-tuning learns from the "
+                             "pixels you paint; the slice in view is re-segmented first.")
         self.status.setWordWrap(True)
         self.autosave_label = QLabel()
         self.autosave_label.setWordWrap(True)
@@ -170,19 +339,23 @@ class CorrectWidget(SandsegWidget):
     # ------------------------------------------------------------------ edits
 
     def refresh_edits(self) -> None:
-        """Show the edited slices of the picked layer and where they are autosaved."""
+        """Show the edited slices of the picked layer (with their painted pixels) and where they are autosaved."""
         layer = self.labels_picker.layer()
-        zs = self.state.edited_slices(layer) if layer is not None else []
-        self.edited_label.setText(f"Edited slices: {len(zs)}" + (" (click to go there)" if zs else ""))
+        painted = self.state.painted(layer) if layer is not None else {}
+        self.edited_label.setText(f"Edited slices: {len(painted)}" + (" (click to go there)" if painted else ""))
         self.edited.clear()
-        for z in zs:
-            item = QListWidgetItem(f"slice {z}")
+        for z in sorted(painted):
+            item = QListWidgetItem(f"slice {z}: {int(np.count_nonzero(painted[z]))} pixels painted")
             item.setData(_USER_ROLE, z)
             self.edited.addItem(item)
         self.autosave_label.setText(f"Autosave: {autosave_dir()}")
 
     def restore(self) -> int:
         """Put the autosaved edits of the picked layer back (undoable, tracked, re-autosaved).
+
+        Only the painted pixels are put back over what the layer holds now; an autosave written
+        before painted pixels were kept restores its whole slices, and the pixels that differ
+        from the layer count as painted.
 
         Returns
         -------
@@ -198,26 +371,32 @@ class CorrectWidget(SandsegWidget):
             show_info(f"no autosaved edits for a {tuple(layer.data.shape)} layer in {autosave_dir()}")
             return 0
         slices, record = load_edits(record.path)
+        painted = load_painted(record.path)
         for z, values in slices.items():
-            changed = np.nonzero(np.asarray(layer.data[z]) != values)
+            where = np.asarray(layer.data[z]) != values
+            if painted is not None:
+                where &= painted[z]
+            changed = np.nonzero(where)
             if changed[0].size:
                 index = (np.full(changed[0].size, z),) + changed
-                # data_setitem records undo history and emits `paint`, so the slice is tracked.
+                # data_setitem records undo history and emits `paint`, so the pixels are tracked.
                 layer.data_setitem(index, values[changed])
-        self.state.mark_edited(layer, set(slices))
+        if painted is not None:
+            self.state.mark_painted(layer, painted)  # also the painted pixels that held their value already
         self.status.setText(f"Restored {len(slices)} edited slice(s) from {record.path.name}")
         return len(slices)
 
     # ------------------------------------------------------------------ fine-tune
 
     def start(self) -> None:
-        """Fine-tune the current model on the edited slices, then re-segment."""
+        """Fine-tune the current model on the painted pixels; re-segment the slice in view, then the stack."""
+        clicked = time.perf_counter()
         m, image, layer = self.state.model, self.image_picker.layer(), self.labels_picker.layer()
         if m is None or image is None or layer is None:
             show_error("Fine-tuning needs a model (train or load one), an image layer and the corrected Labels layer")
             return
-        zs = self.state.edited_slices(layer)
-        if not zs:
+        painted = self.state.painted(layer)
+        if not painted:
             show_error(f"no edited slices in '{layer.name}': paint corrections first")
             return
         if not m.path.exists():
@@ -227,26 +406,30 @@ class CorrectWidget(SandsegWidget):
             show_error(f"image '{image.name}' {image.data.shape} and labels '{layer.name}' {layer.data.shape} differ in shape")
             return
         class_map = class_map_from_metadata(layer.metadata) or m.info.class_map
-        image_data, corrections = np.array(image.data), np.array(layer.data)
+        image_data = np.array(image.data)
         training = self.state.training if self.include_original.isChecked() else None
-        data = merge_corrections(image_data, corrections, zs, image.name, training)
-        self._keep = {z: corrections[z].copy() for z in zs}
-        # Only painted pixels count, unless every slice is fully labelled (then it is plain training).
+        data = merge_corrections(image_data, layer.data, painted, image.name, training)
+        # Sparse unless every pixel is annotated (then the command line can name the class values).
         sparse = bool(np.any(data.targets == 0))
-        config = self._config(m, training).replace(epochs=self.epochs.value(), sparse=sparse, test_fraction=0.0)
+        config = finetune_config(self._base_config(m, training), self.epochs.value(), sparse)
+        data = keep_corrections_in_training(data, config)
+        z_view = min(max(int(self.viewer.dims.current_step[0]), 0), image_data.shape[0] - 1)
         self._runs += 1
         out_path = self.state.ensure_folder() / f"{m.path.stem}-finetuned-{self._runs}.keras"
-        self._pending = (config, m.path, image.name, data)
-        self._cut_short: int | None = None
+        self._run = _Run(config, m.path, image.name, class_map, layer, tuple(image_data.shape), data)
+        self._cut_short = None
+        self.timings = {"click": clicked}
         self.progress.setRange(0, 0)
-        self.status.setText(f"fine-tuning on {data.n_corrected} corrected + {data.n_original} original slices ...")
+        self.status.setText(f"fine-tuning on the painted pixels of {data.n_corrected} slice(s) + "
+                            f"{data.n_original} original slice(s) ..." + (f" ({data.note})" if data.note else ""))
         self.run_job(
-            finetune_job, self.state.engine, data, class_map, config, m.path, out_path, image_data, image.name, 8, self.state.folder,
-            on_yield=self._on_progress, on_return=self._done,
+            finetune_job, self.state.engine, data, class_map, config, m.path, out_path, image_data, image.name, z_view,
+            8, self.state.folder, on_yield=self._on_progress, on_return=self._done,
         )
 
     @staticmethod
-    def _config(m: Any, training: TrainingData | None) -> Any:
+    def _base_config(m: Any, training: TrainingData | None) -> Any:
+        """The recipe the current model was trained with (the session's, else its sidecar's)."""
         from ..config import TrainConfig
 
         if training is not None:
@@ -259,10 +442,14 @@ class CorrectWidget(SandsegWidget):
         self.cancel_button.setEnabled(busy)
 
     def _on_progress(self, item: Any) -> None:
-        if isinstance(item, tuple):  # (done, total) slices of the re-segmentation
+        if isinstance(item, SliceReady):
+            self._show_slice(item)
+        elif isinstance(item, str):
+            self.show_progress(item)
+        elif isinstance(item, tuple):  # (done, total) slices of the re-segmentation
             self.progress.setRange(0, item[1])
             self.progress.setValue(item[0])
-            self.status.setText(f"re-segmenting: {item[0]} / {item[1]} slices")
+            self.show_progress(f"{self._slice_text()}re-segmenting the stack: {item[0]} / {item[1]} slices")
         elif getattr(item, "kind", "") == "batch":
             total = max(item.epochs * item.batches, 1)
             self.progress.setRange(0, total)
@@ -274,22 +461,71 @@ class CorrectWidget(SandsegWidget):
         elif getattr(item, "kind", "") in ("start", "done") and item.message:
             self.show_progress(plain_metric_names(item.message))
 
+    def _slice_text(self) -> str:
+        if "slice" not in self.timings:
+            return ""
+        return f"slice shown {self.timings['slice'] - self.timings['click']:.0f} s after the click; "
+
+    def _show(self, seg: Segmentation) -> Any:
+        """Show a new prediction with the painted pixels of the corrections layer put back over it."""
+        run = self._run
+        assert run is not None
+        painted = self.state.painted(run.layer)
+        z0, z1 = seg.z_start, seg.z_start + seg.labels.shape[0]
+        keep = {}
+        for z in (z for z in painted if z0 <= z < z1):
+            said = np.asarray(run.layer.data[z])
+            values = labels_layer_data(seg.labels[z - z0]).astype(np.result_type(said.dtype, np.uint8))
+            values[painted[z]] = said[painted[z]]
+            keep[z] = values
+        shown = show_segmentation(self.viewer, seg, self.state, keep=keep)
+        if shown is not run.layer and run.layer not in self.viewer.layers:
+            # The corrections layer was replaced (another dtype): its painted pixels live on in the new one.
+            self.state.mark_painted(shown, painted)
+            run.layer = shown
+        return shown
+
+    def _show_slice(self, ready: SliceReady) -> None:
+        """Main thread: the slice in view, re-segmented by the fine-tuned model, shown before the rest."""
+        run = self._run
+        assert run is not None
+        name = segmentation_name(run.image_name)
+        existing = self.viewer.layers[name] if name in self.viewer.layers else None
+        if existing is not None and (not isinstance(existing, Labels) or tuple(existing.data.shape) != run.shape
+                                     or existing.data.dtype != labels_layer_data(ready.labels).dtype):
+            # show_segmentation would replace that layer by one holding this slice alone; the
+            # whole stack (with every painted pixel put back) replaces it in one go instead.
+            self.show_progress(f"re-segmenting the stack; '{name}' is shown when it is done ...")
+            return
+        self._show(Segmentation(run.image_name, run.class_map, ready.labels[None], ready.z, full_shape=run.shape))
+        self.timings["slice"] = time.perf_counter()
+        self.show_progress(f"{self._slice_text()}re-segmenting the rest of the stack ...")
+
     def _done(self, outcome: FineTuneOutcome) -> None:
-        config, init_path, image_name, data = self._pending
+        run = self._run
+        assert run is not None
         result = outcome.result
         self.state.set_model(result.info, result.path)
-        if outcome.masks_file is None:
+        if outcome.masks_file is None or outcome.images_file is None:
             self.command.set_unavailable(outcome.note)
         else:
-            self.command.set_command(train_command(config, outcome.images_file, outcome.masks_file, result.path,
-                                                   init_path), outcome.note)
+            self.command.set_command(train_command(run.config, outcome.images_file, outcome.masks_file, result.path,
+                                                   run.init_model), outcome.note)
+        data = run.data
+        trained = f"{data.n_corrected} corrected + {data.n_original} original slice(s)"
         if outcome.segmentation is None:
-            ended = training_result_text(result, config.monitor, config.epochs, self._cut_short)
-            self.status.setText(f"Fine-tuning {ended[0].lower()}{ended[1:]}; model {result.path}. Not re-segmented.")
+            if result.cancelled:
+                ended = training_result_text(result, run.config.monitor, run.config.epochs, self._cut_short)
+                self.status.setText(f"Fine-tuning {ended[0].lower()}{ended[1:]}; model {result.path}. Not re-segmented.")
+            else:
+                self.status.setText(f"Fine-tuned on {trained} -> {result.path.name}; {self._slice_text()}"
+                                    "the rest of the stack was not re-segmented (cancelled).")
+            self.refresh_edits()
             return
-        show_segmentation(self.viewer, outcome.segmentation, self.state, keep=self._keep)
+        self._show(outcome.segmentation)
+        self.timings["stack"] = time.perf_counter()
         self.status.setText(
-            f"Fine-tuned on {data.n_corrected} corrected + {data.n_original} original slices -> {result.path.name}; "
-            f"'{image_name}' re-segmented (your corrected slices kept as painted)."
+            f"Fine-tuned on {trained} -> {result.path.name}; {self._slice_text()}'{run.image_name}' re-segmented "
+            f"in {self.timings['stack'] - self.timings['click']:.0f} s (your painted pixels kept as painted)."
         )
         self.refresh_edits()

@@ -4,9 +4,9 @@ Every widget is its own napari dock contribution, instantiated separately; they 
 :func:`session_for` hands each widget the one :class:`SessionState` of its viewer (kept in a
 weak mapping, so it goes away with the viewer).
 
-The state also watches every Labels layer's ``paint`` event: it records which slices were
-hand-edited (for fine-tuning and for knowing a layer no longer matches its file) and
-autosaves those slices in the background.
+The state also watches every Labels layer's ``paint`` event: it records which pixels of which slices
+were hand-painted (fine-tuning learns from exactly those; a painted layer no longer matches
+its file) and autosaves the edited slices, with their painted pixels, in the background.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from qtpy.QtCore import QObject, QTimer, Signal
 from .._layers import CLASS_MAP_KEY, layer_source
 from ..autosave import AutosaveWriter, EditSnapshot, autosave_dir
 from ..classmap import ClassMap
-from ._edits import slices_from_paint
+from ._edits import painted_pixels
 from ._engine import EngineProcess
 
 #: Environment variable that moves the session folder (files saved for command lines).
@@ -69,9 +69,25 @@ class ModelState:
 
 @dataclass
 class LayerEdits:
-    """Slices hand-edited in one Labels layer since it was created or last segmented."""
+    """Pixels hand-painted in one Labels layer since it was created or last segmented.
 
-    slices: set[int] = field(default_factory=set)
+    One boolean mask per edited slice (True = painted), none for the others, so memory grows
+    with the slices the user touched, not with the volume.
+    """
+
+    painted: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def slices(self) -> set[int]:
+        """Indices of the edited slices."""
+        return set(self.painted)
+
+    def add(self, z: int, box: tuple[slice, slice], mask: np.ndarray, slice_shape: tuple[int, int]) -> None:
+        """Record the pixels ``mask`` (within ``box`` of slice ``z``) as painted."""
+        whole = self.painted.get(z)
+        if whole is None:
+            whole = self.painted[z] = np.zeros(slice_shape, bool)
+        whole[box] |= mask
 
 
 class SessionState(QObject):
@@ -125,22 +141,35 @@ class SessionState(QObject):
         """Sorted slice indices hand-edited in ``layer``."""
         return sorted(self._edits.get(layer.unique_id, LayerEdits()).slices)
 
+    def painted(self, layer: Any) -> dict[int, np.ndarray]:
+        """``{z: (Y, X) bool mask}`` of the pixels hand-painted in ``layer`` (the state's own masks: do not modify)."""
+        return dict(self._edits.get(layer.unique_id, LayerEdits()).painted)
+
     def is_edited(self, layer: Any) -> bool:
         """True when ``layer`` was painted since it was read or segmented."""
         return bool(self.edited_slices(layer))
 
-    def mark_edited(self, layer: Any, slices: set[int]) -> None:
-        """Record edits to ``slices`` of ``layer`` (also done from its paint events)."""
-        if not slices:
-            return
-        self._edits.setdefault(layer.unique_id, LayerEdits()).slices.update(slices)
-        self._autosave_due.add(layer.unique_id)
-        self._timer.start()
-        self.edits_changed.emit(layer.name)
+    def mark_painted(self, layer: Any, painted: dict[int, np.ndarray]) -> None:
+        """Record whole-slice masks ``{z: (Y, X) bool}`` of pixels painted in ``layer`` (added to earlier ones)."""
+        edits = self._edits.setdefault(layer.unique_id, LayerEdits())
+        whole = (slice(None), slice(None))
+        changed = False
+        for z, mask in painted.items():
+            if np.any(mask):
+                edits.add(int(z), whole, np.asarray(mask, bool), tuple(layer.data.shape[1:]))
+                changed = True
+        if changed:
+            self._edited(layer)
 
     def clear_edits(self, layer: Any) -> None:
         """Forget the edits of ``layer`` (it was replaced by a fresh segmentation)."""
         self._edits.pop(layer.unique_id, None)
+        self.edits_changed.emit(layer.name)
+
+    def _edited(self, layer: Any) -> None:
+        """``layer``'s edits changed: autosave soon and tell the widgets."""
+        self._autosave_due.add(layer.unique_id)
+        self._timer.start()
         self.edits_changed.emit(layer.name)
 
     def _on_inserted(self, event: Any) -> None:
@@ -152,7 +181,14 @@ class SessionState(QObject):
 
     def _on_paint(self, event: Any) -> None:
         layer = event.source
-        self.mark_edited(layer, slices_from_paint(event.value, layer.ndim))
+        shape = tuple(layer.data.shape)
+        edits = self._edits.setdefault(layer.unique_id, LayerEdits())
+        changed = False
+        for z, box, mask in painted_pixels(event.value, shape):
+            edits.add(z, box, mask, shape[1:])
+            changed = True
+        if changed:
+            self._edited(layer)
 
     def write_autosaves(self) -> None:
         """Hand copies of the edited slices of every due layer to the background writer."""
@@ -165,14 +201,15 @@ class SessionState(QObject):
         for layer in viewer.layers:
             if layer.unique_id not in due:
                 continue
-            zs = self.edited_slices(layer)
+            painted = self.painted(layer)
             source = layer_source(layer)
             self.autosave.submit(
                 EditSnapshot(
                     layer_name=layer.name,
                     shape=tuple(layer.data.shape),
                     # Copies: the user keeps painting while the writer thread compresses.
-                    slices={z: np.array(layer.data[z]) for z in zs},
+                    slices={z: np.array(layer.data[z]) for z in painted},
+                    painted={z: mask.copy() for z, mask in painted.items()},
                     class_map=layer.metadata.get(CLASS_MAP_KEY),
                     source=str(source) if source else None,
                 )

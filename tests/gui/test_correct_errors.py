@@ -8,7 +8,6 @@ import napari_sandseg._widgets._train_widget as train_module
 import napari_sandseg._widgets._workers as workers_module
 from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
 from napari_sandseg._widgets._correct_widget import CorrectWidget
-from napari_sandseg._widgets._edits import slices_from_paint
 from napari_sandseg._widgets._evaluate_widget import EvaluateWidget
 from napari_sandseg._widgets._state import session_for
 from napari_sandseg._widgets._train_widget import TrainWidget
@@ -47,12 +46,6 @@ def test_paint_events_are_tracked_autosaved_and_restored(make_napari_viewer, tmp
     assert session_for(viewer2).edited_slices(layer2) == [2, 6]
     layer2.undo()  # restoring is an ordinary, undoable edit
     assert not np.array_equal(layer2.data, painted)
-
-
-def test_slices_from_legacy_atoms():
-    index = (np.array([1, 1, 4]), np.array([0, 1, 2]), np.array([0, 0, 0]))
-    assert slices_from_paint([(index, np.zeros(3), 2)], 3) == {1, 4}
-    assert slices_from_paint([(index, np.zeros(3), 2)], 2) == set()
 
 
 def test_errors_become_notifications(make_napari_viewer, qtbot, monkeypatch):

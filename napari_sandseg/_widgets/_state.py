@@ -228,7 +228,10 @@ class SessionState(QObject):
 
     def flush_autosaves(self) -> None:
         """Write pending autosaves now and wait for them (tests, closing)."""
-        self._timer.stop()
+        try:
+            self._timer.stop()
+        except RuntimeError:  # Qt deleted the timer already (a script closed napari without an event loop)
+            pass
         self.write_autosaves()
         self.autosave.flush()
 

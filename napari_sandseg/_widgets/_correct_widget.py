@@ -47,10 +47,13 @@ from ._train_widget import epoch_text, train_command, training_result_text
 
 _USER_ROLE = 256
 
-#: Default fine-tune epochs, and the most random crops an epoch draws. Chosen so that a click
-#: shows the re-segmented 1024 x 996 slice within a minute on 2 CPU cores: the engine's fixed
-#: costs (loading the model, tracing the training step, the checkpoints) take most of it.
-FINETUNE_EPOCHS = 2
+#: Default fine-tune epochs, and the most random crops an epoch draws: one click must show the
+#: re-segmented 1024 x 996 slice within a minute on 2 CPU cores. Most of that minute is fixed
+#: engine cost (loading the model, tracing the training step: 15-30 s, two model saves, the
+#: slice's prediction); one epoch of 128 crops (8 steps of 16) adds 7-12 s, each further epoch
+#: as much again. Measured on 2 shared, loaded cores (resnet34, 8 x 1024 x 996): 44 s to the
+#: slice with one epoch, 69 s with two.
+FINETUNE_EPOCHS = 1
 FINETUNE_CROPS = 128
 
 
@@ -122,12 +125,12 @@ def merge_corrections(image: np.ndarray, layer_values: Any, painted: dict[int, n
     own = np.stack([corrected(z, np.zeros(image.shape[1:], dtype)) for z in zs])
     if training is None:
         return FineTuneData(image[zs], own, list(range(len(zs))), 0)
-    n_annotated = _annotated(training.targets)
+    annotated = set(_annotated(training.targets).tolist())
     if training.image_name == image_name and training.images.shape == image.shape:
         targets = training.targets.astype(dtype, copy=True)
         for z in zs:
             targets[z] = corrected(z, targets[z])
-        return FineTuneData(training.images, targets, zs, len(set(n_annotated) - set(zs)))
+        return FineTuneData(training.images, targets, zs, len(annotated - set(zs)))
     if training.images.shape[1:] != image.shape[1:]:
         note = (f"the original training data ({training.image_name}, {training.images.shape[1]} x "
                 f"{training.images.shape[2]} slices) cannot be stacked with these {image.shape[1]} x "
@@ -136,7 +139,7 @@ def merge_corrections(image: np.ndarray, layer_values: Any, painted: dict[int, n
     n = training.images.shape[0]
     return FineTuneData(
         np.concatenate([training.images, image[zs]]), np.concatenate([training.targets.astype(dtype), own]),
-        list(range(n, n + len(zs))), len(n_annotated),
+        list(range(n, n + len(zs))), len(annotated),
     )
 
 
@@ -177,7 +180,7 @@ def keep_corrections_in_training(data: FineTuneData, config: Any) -> FineTuneDat
 def finetune_config(base: Any, epochs: int, sparse: bool) -> Any:
     """The settings of a fine-tune: the model's own recipe, made short.
 
-    No warm-up (it would spend the first of two epochs at a tenth of the rate), at most
+    No warm-up (it would spend a short run at a tenth of the rate), at most
     :data:`FINETUNE_CROPS` random crops per epoch, no held-out test slices (Evaluate tests).
     """
     crops = None if base.crop_size is None else min(base.crops_per_epoch or FINETUNE_CROPS, FINETUNE_CROPS)
@@ -206,29 +209,35 @@ class FineTuneOutcome:
 def finetune_job(engine: EngineProcess, data: FineTuneData, class_map: ClassMap, config: Any, init_model: Path,
                  out_path: Path, image: np.ndarray, image_name: str, z_view: int, batch_size: int, folder: Path,
                  cancel: threading.Event) -> Generator[Any, None, FineTuneOutcome]:
-    """Worker: fine-tune from ``init_model``, re-segment slice ``z_view`` (yielded as a :class:`SliceReady`), then the stack."""
+    """Worker: fine-tune from ``init_model``, then re-segment slice ``z_view`` and the stack (see :func:`resegment`)."""
     # Engine targets: Labels values when sparse, class ids when every pixel is annotated.
     targets = data.targets if config.sparse else data.targets.astype(np.int64) - 1
     summary = yield from engine.run("train", data.images, targets, class_map, config, out_path, init_model,
                                     cancel=cancel)
+    seg = None
     if not summary.cancelled:
-        yield f"re-segmenting slice {z_view} ..."
-        labels, _, _ = _without_progress(predict_slabs(
-            engine, summary.path, class_map.n_classes, image[z_view:z_view + 1], batch_size=1, probabilities=False,
-            uncertainty=False, cancel=cancel))
-        yield SliceReady(z_view, labels[0])
-    # Written after the slice is on screen, so they never delay it: the exact stacks trained on.
-    images_file, masks_file, note = _command_files(data, targets, class_map, config, folder, out_path.stem)
-    if summary.cancelled:
-        return FineTuneOutcome(summary, None, images_file, masks_file, note)
-    try:
-        labels, _, _ = yield from predict_slabs(engine, summary.path, class_map.n_classes, image,
-                                                batch_size=batch_size, probabilities=False, uncertainty=False,
-                                                cancel=cancel)
-    except Cancelled:  # the fine-tuned model stands; only the rest of the stack was not re-segmented
-        return FineTuneOutcome(summary, None, images_file, masks_file, note)
-    seg = Segmentation(image_name, class_map, labels, 0, full_shape=tuple(image.shape))
-    return FineTuneOutcome(summary, seg, images_file, masks_file, note)
+        try:
+            seg = yield from resegment(engine, summary.path, class_map, image, image_name, z_view, batch_size, cancel)
+        except Cancelled:
+            pass  # the fine-tuned model stands; only the re-segmentation was cut short
+    # Written last, so they never delay what the user waits for: the exact stacks trained on.
+    return FineTuneOutcome(summary, seg, *_command_files(data, targets, class_map, config, folder, out_path.stem))
+
+
+def resegment(engine: EngineProcess, model_path: Path, class_map: ClassMap, image: np.ndarray, image_name: str,
+              z_view: int, batch_size: int, cancel: threading.Event) -> Generator[Any, None, Segmentation]:
+    """Worker: segment slice ``z_view`` first and yield it as a :class:`SliceReady`, then the whole stack.
+
+    Also yields a status line before the slice and ``(done, total)`` slices of the stack.
+    """
+    yield f"re-segmenting slice {z_view} ..."
+    labels, _, _ = _without_progress(predict_slabs(
+        engine, model_path, class_map.n_classes, image[z_view:z_view + 1], batch_size=1, probabilities=False,
+        uncertainty=False, cancel=cancel))
+    yield SliceReady(z_view, labels[0])
+    labels, _, _ = yield from predict_slabs(engine, model_path, class_map.n_classes, image, batch_size=batch_size,
+                                            probabilities=False, uncertainty=False, cancel=cancel)
+    return Segmentation(image_name, class_map, labels, 0, full_shape=tuple(image.shape))
 
 
 def _without_progress(gen: Generator[Any, None, Any]) -> Any:
@@ -466,36 +475,48 @@ class CorrectWidget(SandsegWidget):
             return ""
         return f"slice shown {self.timings['slice'] - self.timings['click']:.0f} s after the click; "
 
+    def _target(self) -> Any | None:
+        """The layer a new prediction goes to (``'<image> segmentation'``), if it exists."""
+        assert self._run is not None
+        name = segmentation_name(self._run.image_name)
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
     def _show(self, seg: Segmentation) -> Any:
-        """Show a new prediction with the painted pixels of the corrections layer put back over it."""
+        """Show a new prediction with every painted pixel put back over it.
+
+        Those of the corrections layer, then those of the layer written to (when another one):
+        nothing painted there is overwritten either. The rest shows the new prediction.
+        """
         run = self._run
         assert run is not None
-        painted = self.state.painted(run.layer)
+        target = self._target()
+        sources = [run.layer] + ([target] if isinstance(target, Labels) and target is not run.layer else [])
+        dtype = np.result_type(np.uint8, *(source.data.dtype for source in sources))
         z0, z1 = seg.z_start, seg.z_start + seg.labels.shape[0]
-        keep = {}
-        for z in (z for z in painted if z0 <= z < z1):
-            said = np.asarray(run.layer.data[z])
-            values = labels_layer_data(seg.labels[z - z0]).astype(np.result_type(said.dtype, np.uint8))
-            values[painted[z]] = said[painted[z]]
-            keep[z] = values
+        keep: dict[int, np.ndarray] = {}
+        for source in sources:
+            for z, mask in self.state.painted(source).items():
+                if z0 <= z < z1:
+                    values = keep.setdefault(z, labels_layer_data(seg.labels[z - z0]).astype(dtype))
+                    values[mask] = np.asarray(source.data[z])[mask]
         shown = show_segmentation(self.viewer, seg, self.state, keep=keep)
-        if shown is not run.layer and run.layer not in self.viewer.layers:
-            # The corrections layer was replaced (another dtype): its painted pixels live on in the new one.
-            self.state.mark_painted(shown, painted)
-            run.layer = shown
+        if target is not None and shown is not target:
+            # The layer was replaced (another dtype): its painted pixels live on in the new one.
+            self.state.mark_painted(shown, self.state.painted(target))
+            if run.layer is target:
+                run.layer = shown
         return shown
 
     def _show_slice(self, ready: SliceReady) -> None:
         """Main thread: the slice in view, re-segmented by the fine-tuned model, shown before the rest."""
         run = self._run
         assert run is not None
-        name = segmentation_name(run.image_name)
-        existing = self.viewer.layers[name] if name in self.viewer.layers else None
-        if existing is not None and (not isinstance(existing, Labels) or tuple(existing.data.shape) != run.shape
-                                     or existing.data.dtype != labels_layer_data(ready.labels).dtype):
+        target = self._target()
+        if target is not None and (not isinstance(target, Labels) or tuple(target.data.shape) != run.shape
+                                   or target.data.dtype != labels_layer_data(ready.labels).dtype):
             # show_segmentation would replace that layer by one holding this slice alone; the
             # whole stack (with every painted pixel put back) replaces it in one go instead.
-            self.show_progress(f"re-segmenting the stack; '{name}' is shown when it is done ...")
+            self.show_progress(f"re-segmenting the stack; '{target.name}' is shown when it is done ...")
             return
         self._show(Segmentation(run.image_name, run.class_map, ready.labels[None], ready.z, full_shape=run.shape))
         self.timings["slice"] = time.perf_counter()
@@ -509,7 +530,9 @@ class CorrectWidget(SandsegWidget):
         if outcome.masks_file is None or outcome.images_file is None:
             self.command.set_unavailable(outcome.note)
         else:
-            self.command.set_command(train_command(run.config, outcome.images_file, outcome.masks_file, result.path,
+            # The precision "auto" decided on (stored in the sidecar), so the command repeats the run exactly.
+            used = run.config.replace(precision=result.info.config.get("precision", run.config.precision))
+            self.command.set_command(train_command(used, outcome.images_file, outcome.masks_file, result.path,
                                                    run.init_model), outcome.note)
         data = run.data
         trained = f"{data.n_corrected} corrected + {data.n_original} original slice(s)"
@@ -518,8 +541,9 @@ class CorrectWidget(SandsegWidget):
                 ended = training_result_text(result, run.config.monitor, run.config.epochs, self._cut_short)
                 self.status.setText(f"Fine-tuning {ended[0].lower()}{ended[1:]}; model {result.path}. Not re-segmented.")
             else:
+                rest = "the rest of the stack" if "slice" in self.timings else "the stack"
                 self.status.setText(f"Fine-tuned on {trained} -> {result.path.name}; {self._slice_text()}"
-                                    "the rest of the stack was not re-segmented (cancelled).")
+                                    f"re-segmenting {rest} was cancelled.")
             self.refresh_edits()
             return
         self._show(outcome.segmentation)

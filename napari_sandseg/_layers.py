@@ -20,6 +20,10 @@ from .errors import InputError
 CLASS_MAP_KEY = "sandseg_class_map"
 #: ``layer.metadata`` key of the file a layer was read from or last written to.
 SOURCE_KEY = "sandseg_source"
+#: ``layer.metadata`` key marking a layer made for painting (sparse) annotations (value True).
+ANNOTATION_KEY = "sandseg_annotation"
+#: Name shown for layer value 0 (napari's status bar reads it from the layer's features).
+UNPAINTED_NAME = "unpainted"
 
 _UNPAINTED = (0.0, 0.0, 0.0, 0.0)
 # Values outside the class map (a user painting label 9 with 4 classes) stay visible.
@@ -46,6 +50,26 @@ def label_colormap(class_map: ClassMap) -> Any:
     return DirectLabelColormap(color_dict=colors)
 
 
+def class_features(class_map: ClassMap) -> dict[str, list[Any]]:
+    """A Labels layer ``features`` table naming each layer value, so napari's status bar says "quartz".
+
+    Parameters
+    ----------
+    class_map : ClassMap
+        Class ``i`` is layer value ``i + 1``.
+
+    Returns
+    -------
+    dict
+        Columns ``index`` (layer values ``0..K``; napari matches it to the pixel value) and
+        ``class`` (:data:`UNPAINTED_NAME`, then the class names).
+    """
+    return {
+        "index": list(range(class_map.n_classes + 1)),
+        "class": [UNPAINTED_NAME, *class_map.names],
+    }
+
+
 def labels_layer_data(ids: np.ndarray) -> np.ndarray:
     """Class ids ``0..K-1`` -> Labels layer values ``1..K`` (uint8 when they fit)."""
     ids = np.asarray(ids)
@@ -58,7 +82,10 @@ def labels_layer_kwargs(class_map: ClassMap, name: str, source: str | Path | Non
     metadata: dict[str, Any] = {CLASS_MAP_KEY: class_map.to_dict()}
     if source is not None:
         metadata[SOURCE_KEY] = str(source)
-    return {"name": name, "colormap": label_colormap(class_map), "metadata": metadata}
+    return {
+        "name": name, "colormap": label_colormap(class_map), "features": class_features(class_map),
+        "metadata": metadata,
+    }
 
 
 def class_map_from_metadata(metadata: dict[str, Any] | None) -> ClassMap | None:
@@ -77,8 +104,17 @@ def default_class_map(data: np.ndarray) -> ClassMap:
     return ClassMap(tuple(range(max(top, 1))))
 
 
-def dense_ids(data: np.ndarray, layer_name: str) -> np.ndarray:
+def dense_ids(data: np.ndarray, layer_name: str, hint: str = "") -> np.ndarray:
     """Class ids of a fully labelled layer (every pixel painted).
+
+    Parameters
+    ----------
+    data : ndarray
+        Layer values (0 = unpainted, ``k`` = class id ``k - 1``).
+    layer_name : str
+        For the error message.
+    hint : str, optional
+        What the caller offers instead (e.g. a setting to tick), appended to the error message.
 
     Raises
     ------
@@ -90,7 +126,7 @@ def dense_ids(data: np.ndarray, layer_name: str) -> np.ndarray:
     if unpainted:
         raise InputError(
             f"layer '{layer_name}': {unpainted} pixels are unpainted (value 0); every pixel needs a "
-            "class here, e.g. a segmentation or a fully labelled ground truth"
+            "class here, e.g. a segmentation or a fully labelled ground truth" + (f"; {hint}" if hint else "")
         )
     return (data - 1).astype(np.uint8 if data.max() <= 256 else np.uint16)
 

@@ -26,6 +26,7 @@ from .._layers import class_map_from_metadata, default_class_map, dense_ids, lab
 from ..classmap import ClassMap
 from ..errors import SandsegError
 from ..metrics import format_figure, metric_label
+from ._annotation import AnnotationPanel, is_annotation
 from ._engine import EngineProcess
 from ._common import CommandBox, LayerPicker, SandsegWidget, plain_metric_names
 from ._files import LayerSnapshot, image_file, labels_file, snapshot_layer
@@ -43,6 +44,12 @@ class TrainOutcome:
     images_file: Path
     masks_file: Path
     note: str = ""  # what the command line cannot repeat of the run (see write_sparse_mask)
+
+
+#: The sparse checkbox's words; error messages name the setting by them.
+SPARSE_LABEL = "train only on painted pixels"
+#: What a dense run on a partly painted layer should do instead.
+SPARSE_HINT = f"to train on the painted pixels alone, tick '{SPARSE_LABEL}'"
 
 
 def device_job(engine: EngineProcess, cancel: threading.Event) -> Generator[str, None, str]:
@@ -164,8 +171,13 @@ class TrainWidget(SandsegWidget):
         self.learning_rate.setValue(defaults.learning_rate)
         self.augment = QCheckBox("augmentation (flips, 90° rotations)")
         self.augment.setChecked(defaults.augment)
-        self.sparse = QCheckBox("train only on painted pixels (unpainted = 0 is ignored)")
+        self.sparse = QCheckBox(f"{SPARSE_LABEL} (unpainted = 0 is ignored)")
         self.sparse.setChecked(defaults.sparse)
+        self.sparse_reason = QLabel("")  # why the box was ticked for the user (an annotation layer)
+        self.sparse_reason.setWordWrap(True)
+        self.sparse_reason.setVisible(False)
+        self._sparse_before: bool | None = None  # the user's own choice while an annotation layer is picked
+        self.annotation = AnnotationPanel(napari_viewer, self.image_picker, self.labels_picker)
 
         form = QFormLayout()
         form.addRow("Image", self.image_picker)
@@ -178,6 +190,7 @@ class TrainWidget(SandsegWidget):
         form.addRow("Learning rate", self.learning_rate)
         form.addRow(self.augment)
         form.addRow(self.sparse)
+        form.addRow(self.sparse_reason)
         advanced = QHBoxLayout()  # settings most users leave at the project recipe's values
         advanced.addWidget(QLabel("best epoch by"))
         advanced.addWidget(self.monitor)
@@ -206,6 +219,7 @@ class TrainWidget(SandsegWidget):
         self.command = CommandBox()
 
         layout = self.layout()
+        layout.addWidget(self.annotation)
         layout.addLayout(form)
         layout.addLayout(buttons)
         bars = QHBoxLayout()  # side by side: the room goes to the plot and the command line
@@ -219,8 +233,30 @@ class TrainWidget(SandsegWidget):
         layout.addLayout(model_row)
         layout.addWidget(self.command)
         self.state.model_changed.connect(self._show_model)
+        self.labels_picker.currentTextChanged.connect(self._follow_annotation)
+        self._follow_annotation()
         self._show_model()
         self._reset_curves()
+
+    # ------------------------------------------------------------------ annotation layers
+
+    def _follow_annotation(self, *_: Any) -> None:
+        """Train only on painted pixels when the picked labels are an annotation layer, and say why.
+
+        The user's own setting comes back when a labels layer of another kind is picked.
+        """
+        layer = self.labels_picker.layer()
+        if is_annotation(layer):
+            if self._sparse_before is None:
+                self._sparse_before = self.sparse.isChecked()
+            self.sparse.setChecked(True)
+            self.sparse_reason.setText(f"ticked because '{layer.name}' is an annotation layer: "
+                                       "its unpainted pixels (0) have no class")
+            self.sparse_reason.setVisible(True)
+        elif self._sparse_before is not None:
+            self.sparse.setChecked(self._sparse_before)
+            self._sparse_before = None
+            self.sparse_reason.setVisible(False)
 
     # ------------------------------------------------------------------ device
 
@@ -270,7 +306,7 @@ class TrainWidget(SandsegWidget):
             config.validate()
             class_map = class_map_from_metadata(labels.metadata) or default_class_map(labels.data)
             layer_values = np.asarray(labels.data)
-            targets = layer_values if config.sparse else dense_ids(layer_values, labels.name)
+            targets = layer_values if config.sparse else dense_ids(layer_values, labels.name, SPARSE_HINT)
         except SandsegError as exc:
             show_error(str(exc))
             return

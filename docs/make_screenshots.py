@@ -10,6 +10,8 @@ slice, paints a correction, fine-tunes and exports, taking
 ``viewer.screenshot(canvas_only=False)`` of each widget in use. Last, a zarr copy of the sample
 opens lazily and is segmented in streaming mode (``segment_streaming``). Naming shots takes
 only those, running the steps up to the last one named (``first_window`` alone trains nothing).
+``annotation_layer`` paints a few strokes on a new annotation layer (Train's legend in view)
+before any training, and removes the layer again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 
 
+import numpy as np  # noqa: E402
 from qtpy.QtWidgets import QApplication  # noqa: E402
 
 
@@ -80,8 +83,43 @@ def streaming_shot(viewer, app, docks, work: Path, images: Path) -> None:
     shoot(viewer, app, "segment_streaming", docks["Segment"][0])
 
 
+def annotation_shot(viewer, app, docks, image_name: str, mask_name: str) -> None:
+    """docs/annotation_layer.png: a new annotation layer with a few strokes per class and its legend.
+
+    The strokes sit inside each class of the sample's truth (so they show what a user paints);
+    the layer is removed afterwards so the training steps still train on the masks.
+    """
+    from scipy import ndimage  # a napari dependency
+
+    train = docks["Train"][1]
+    docks["Train"][0].raise_()
+    z = 20
+    truth = viewer.layers[mask_name]
+    viewer.layers[mask_name].visible = False
+    viewer.dims.set_current_step(0, z)
+    layer = train.annotation.new_layer()
+    layer.brush_size = 5
+    rng = np.random.default_rng(3)
+    for value in range(1, 5):
+        inside = ndimage.binary_erosion(np.asarray(truth.data[z]) == value, iterations=4)
+        ys, xs = np.nonzero(inside)
+        for i in rng.choice(ys.size, size=min(3, ys.size), replace=False):
+            for step in range(10):  # a short stroke, as a drag paints it
+                y, x = ys[i], xs[i] + step
+                if inside[y, min(x, inside.shape[1] - 1)]:
+                    layer.paint((z, y, x), value)
+    app.processEvents()
+    row = 2  # quartz: the brush value the shot shows selected
+    train.annotation.legend.cellClicked.emit(row, 2)
+    train.annotation.suggest()
+    shoot(viewer, app, "annotation_layer", docks["Train"][0])
+    viewer.layers.remove(layer)
+    viewer.layers[mask_name].visible = True
+    train.labels_picker.select(mask_name)
+
+
 #: Every shot, in the order the steps take them.
-SHOTS = ("first_window", "train", "segment", "evaluate_after_segment", "evaluate", "correct", "export",
+SHOTS = ("first_window", "annotation_layer", "train", "segment", "evaluate_after_segment", "evaluate", "correct", "export",
          "segment_streaming")
 
 
@@ -119,6 +157,10 @@ def main(names: list[str]) -> int:
         app.processEvents()
         time.sleep(0.02)
     if step_done("first_window"):
+        return finish(viewer)
+    if "annotation_layer" in wanted:
+        annotation_shot(viewer, app, docks, image_name, mask_name)
+    if SHOTS.index("annotation_layer") >= last:
         return finish(viewer)
 
     viewer.layers[mask_name].visible = False

@@ -40,7 +40,7 @@ from ._edits import painted_pixels
 from ._results import uncertainty_name
 
 #: Slices listed by "Suggest where to paint next".
-N_SUGGESTIONS = 5
+N_SUGGESTIONS = 4
 
 # ---------------------------------------------------------------------- pure helpers
 
@@ -146,12 +146,18 @@ def suggest_slices(painted: np.ndarray, uncertainty: np.ndarray | None = None,
     if uncertainty is not None:
         order = np.argsort(-np.asarray(uncertainty, float), kind="stable")[:n]
         return [(int(z), f"slice {z}: mean uncertainty {uncertainty[z]:.3f}") for z in order]
-    # Fewest painted first; among equals, the slice farthest from any painted slice (new ground).
+    # Fewest painted first; among equals, the slice farthest from the painted and the already
+    # suggested slices, so the suggestions spread over the stack instead of bunching up.
     zs = np.arange(painted.size)
-    done = np.flatnonzero(painted > 0)
-    far = np.abs(zs[:, None] - done[None, :]).min(axis=1) if done.size else np.zeros(painted.size, int)
-    order = np.lexsort((zs, -far, painted))[:n]
-    return [(int(z), f"slice {z}: {int(painted[z])} painted pixels") for z in order]
+    near = list(np.flatnonzero(painted > 0))
+    order: list[int] = []
+    for _ in range(min(n, painted.size)):
+        far = np.abs(zs[:, None] - np.asarray(near)[None, :]).min(axis=1) if near else np.zeros(zs.size, int)
+        free = np.setdiff1d(zs, order)
+        best = int(free[np.lexsort((free, -far[free], painted[free]))[0]])
+        order.append(best)
+        near.append(best)
+    return [(z, f"slice {z}: {int(painted[z])} painted pixels") for z in order]
 
 
 # ---------------------------------------------------------------------- Qt panel
@@ -195,6 +201,7 @@ class AnnotationPanel(QWidget):
         header = self.legend.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.Stretch)
+        self.legend.verticalHeader().setSectionResizeMode(QHeaderView.Fixed)  # rows as tall as the height assumes
         self.legend.setToolTip("click a class to paint with it")
         self.legend.cellClicked.connect(self._row_clicked)
         self.name_edit = QLineEdit()
@@ -266,9 +273,10 @@ class AnnotationPanel(QWidget):
             w.setVisible(layer is not None)
         self.suggestions.clear()
         if layer is None:
-            self.hint.setText("paint classes on a new, empty layer; training then uses the painted pixels only")
+            self.hint.setText("paint classes on a new, empty layer; training uses the painted pixels")
             return
-        self.hint.setText(f"'{layer.name}': click a class, then paint (0 = unpainted is ignored)")
+        self.hint.setText("click a class, then paint; 0 = unpainted")
+        self.hint.setToolTip(f"the legend of '{layer.name}'")
         layer.events.paint.connect(self._on_paint)
         layer.events.selected_label.connect(self._show_selected)
         self._counts = slice_counts(layer.data, minlength=self.class_map().n_classes + 1)
@@ -295,18 +303,28 @@ class AnnotationPanel(QWidget):
         self.legend.setRowCount(class_map.n_classes)
         for i, (value, name, color) in enumerate(zip(class_map.values, class_map.names, class_map.colors)):
             swatch = QTableWidgetItem("")
-            swatch.setBackground(QColor.fromRgbF(*color[:3]))
+            # A decoration, not the background: the row selection would paint over a background.
+            swatch.setData(Qt.DecorationRole, QColor.fromRgbF(*color[:3]))
             items = (swatch, QTableWidgetItem(str(i + 1)), QTableWidgetItem(name), QTableWidgetItem(f"{counts[i]:,}"))
             for col, item in enumerate(items):
                 item.setFlags(Qt.ItemIsEnabled | Qt.ItemIsSelectable)
                 if col in (1, 3):
                     item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
                 self.legend.setItem(i, col, item)
-        # Fit the rows: the table never scrolls for the usual handful of classes.
-        height = self.legend.horizontalHeader().height() + 2 * self.legend.frameWidth()
-        height += sum(self.legend.rowHeight(r) for r in range(self.legend.rowCount()))
-        self.legend.setFixedHeight(height)
+        self._fit_legend()
         self._show_selected()
+
+    def _fit_legend(self) -> None:
+        """Make the table as tall as its rows: it never scrolls for the usual handful of classes."""
+        header = self.legend.horizontalHeader()
+        # The header's real height is known once shown; its size hint before that.
+        top = header.height() if header.isVisible() else header.sizeHint().height()
+        self.legend.setFixedHeight(top + self.legend.verticalHeader().length() + 2 * self.legend.frameWidth())
+        self.legend.scrollToTop()  # a row selected while the table was shorter scrolled it
+
+    def showEvent(self, event: Any) -> None:  # noqa: D102
+        super().showEvent(event)
+        self._fit_legend()
 
     def _update_counts(self) -> None:
         counts = self.counts()

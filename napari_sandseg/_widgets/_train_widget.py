@@ -250,8 +250,7 @@ class TrainWidget(SandsegWidget):
             if self._sparse_before is None:
                 self._sparse_before = self.sparse.isChecked()
             self.sparse.setChecked(True)
-            self.sparse_reason.setText(f"ticked because '{layer.name}' is an annotation layer: "
-                                       "its unpainted pixels (0) have no class")
+            self.sparse_reason.setText("ticked: the labels are an annotation layer (unpainted pixels have no class)")
             self.sparse_reason.setVisible(True)
         elif self._sparse_before is not None:
             self.sparse.setChecked(self._sparse_before)

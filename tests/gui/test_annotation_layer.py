@@ -141,7 +141,8 @@ def test_suggestions_follow_uncertainty_else_the_least_painted_slices(train):
     layer.paint((5, 10, 10), 2)
     QApplication.processEvents()
     texts = [panel.suggestions.item(i).text() for i in range(panel.suggestions.count())]
-    assert [t.split(":")[0] for t in texts[:2]] == ["slice 2", "slice 3"]  # unpainted, far from painted ones
+    assert texts[0] == "slice 2: 0 painted pixels"  # unpainted, farthest from the painted slices 0 and 5
+    assert sorted(int(t.split(":")[0].split()[1]) for t in texts[:4]) == [1, 2, 3, 4]  # painted ones last
     uncertainty = np.zeros(SHAPE, np.float32)
     uncertainty[4] = 0.9
     uncertainty[1] = 0.5
@@ -154,7 +155,8 @@ def test_suggestions_follow_uncertainty_else_the_least_painted_slices(train):
 
 
 def test_suggest_slices_pure():
-    assert [z for z, _ in suggest_slices(np.array([0, 0, 0, 0, 5]), n=2)] == [0, 1]  # farthest from slice 4
+    assert [z for z, _ in suggest_slices(np.array([0, 0, 0, 0, 5]), n=2)] == [0, 2]  # far from 4, then from 0
+    assert [z for z, _ in suggest_slices(np.zeros(9), n=3)] == [0, 8, 4]  # spread over an unpainted stack
     assert [z for z, _ in suggest_slices(np.array([9, 0, 3]), np.array([0.1, 0.2, 0.7]))] == [2, 1, 0]
 
 

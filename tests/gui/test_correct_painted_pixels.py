@@ -15,7 +15,7 @@ from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
 from napari_sandseg._widgets._correct_widget import CorrectWidget
 from napari_sandseg._widgets._edits import painted_pixels
 from napari_sandseg._widgets._state import session_for
-from napari_sandseg.autosave import EditSnapshot, load_painted, save_edits
+from napari_sandseg.autosave import autosave_path, load_painted
 from napari_sandseg.classmap import ClassMap
 
 pytestmark = pytest.mark.gui
@@ -161,9 +161,12 @@ def test_an_autosave_without_painted_masks_still_restores_whole_slices(make_napa
     viewer.window.add_dock_widget(widget)
     old = np.full(SHAPE[1:], 2, np.uint8)
     old[:5, :5] = 4
-    path = save_edits(tmp_path / "autosave", EditSnapshot(layer.name, SHAPE, {1: old}))
-    with np.load(path) as npz:  # as format 1 wrote it: no "painted" array
-        assert "painted" not in npz.files and json.loads(str(npz["header"]))["slices"] == [1]
+    # A file as format 1 wrote it: slice indices, slices and the header, no painted masks
+    path = autosave_path(tmp_path / "autosave", layer.name, SHAPE)
+    path.parent.mkdir()
+    header = {"version": 1, "layer_name": layer.name, "shape": list(SHAPE), "slices": [1], "saved_at": 1.0,
+              "class_map": None, "source": None}
+    np.savez_compressed(path, z=np.array([1]), slices=old[None], header=np.asarray(json.dumps(header)))
     assert load_painted(path) is None
     assert widget.restore() == 1
     assert np.array_equal(np.asarray(layer.data)[1], old)

@@ -11,10 +11,10 @@ from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPushButton
 
-from .._layers import SOURCE_KEY, class_map_from_metadata
+from .._layers import ANNOTATION_KEY, SOURCE_KEY, class_map_from_metadata
 from .._writer import class_ids, labels_to_values
 from ..classmap import ClassMap, value_dtype
-from ..io import write_labels
+from ..io import write_labels, write_volume
 from ._common import LayerPicker, SandsegWidget
 from ._files import is_lazy, safe_name
 from ._results import is_segmentation
@@ -26,8 +26,14 @@ EXPORT_SLAB_BYTES = 64 * 2**20
 
 def export_job(data: np.ndarray, metadata: dict[str, Any], name: str, path: Path, overwrite: bool,
                cancel: threading.Event) -> Generator[str, None, Path]:
-    """Worker: decode the layer to its original class values and write the stack atomically."""
+    """Worker: decode the layer to its original class values and write the stack atomically.
+
+    An annotation layer (scribbles) is written as painted: its values 1..K with 0 where nothing
+    was painted, the form ``sandseg train --sparse`` reads back.
+    """
     yield "writing"
+    if metadata.get(ANNOTATION_KEY):
+        return write_volume(path, np.asarray(data), overwrite=overwrite, compression="zlib")
     ids, class_map = labels_to_values(data, metadata, name)
     return write_labels(path, ids, class_map, overwrite=overwrite, compression="zlib")
 

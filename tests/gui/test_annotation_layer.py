@@ -160,8 +160,6 @@ def test_suggest_slices_pure():
     assert [z for z, _ in suggest_slices(np.array([9, 0, 3]), np.array([0.1, 0.2, 0.7]))] == [2, 1, 0]
 
 
-@pytest.mark.xfail(strict=True, reason="Export refuses unpainted pixels (dense_ids in _writer.class_ids); "
-                   "needs an annotation path in _export_widget/_writer, see the issue 11 outcome 6 report")
 def test_an_annotation_layer_exports_its_values_as_painted(train, qtbot, tmp_path, errors):
     layer = _layer(train)
     layer.brush_size = 1

@@ -152,7 +152,8 @@ def test_whole_loop(make_napari_viewer, qtbot, tiny_files, tmp_path, monkeypatch
     correct.run_button.click()
     _wait_job(qtbot, correct)
     assert state.model.path != old_model and state.model.path.exists()
-    assert np.array_equal(viewer.layers["images segmentation"].data[5], painted)  # correction kept
+    mask = state.painted(layer)[5]  # the painted pixels are kept; the rest is the new prediction
+    assert mask.any() and np.array_equal(viewer.layers["images segmentation"].data[5][mask], painted[mask])
     assert f"--init-model {old_model}" in correct.command.command()
 
     # ---- cancel a long run after its first epoch: it stops early and keeps the best weights

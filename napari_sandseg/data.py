@@ -276,7 +276,10 @@ def make_dataset(
             raise ConfigError(f"crop_size={crop} is larger than the slices ({h} x {w}); use at most {min(h, w)}")
     # Quarter turns would change the shape of non-square slices and break batching.
     square = crop is not None or x.shape[1] == x.shape[2]
-    ds = t.data.Dataset.from_tensor_slices((x[..., None], y))
+    # Sparse targets (scribbles, corrections): crops are placed over painted pixels; a uniform
+    # crop of a slice with 1 % painted would mostly carry nothing to learn from.
+    anchors = crop_anchors(y, crop, seed) if crop is not None and (y == IGNORE).any() else None
+    ds = t.data.Dataset.from_tensor_slices((x[..., None], y, np.arange(len(x), dtype=np.int32)))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if samples is not None:
@@ -288,10 +291,17 @@ def make_dataset(
     counter = t.data.Dataset.counter()
     ds = t.data.Dataset.zip((ds, counter))
 
-    def transform(pair, i):
-        xi, yi = pair
+    anchor_table = None if anchors is None else t.constant(anchors)
+
+    def transform(triple, i):
+        xi, yi, slice_index = triple
         s = t.stack([t.cast(seed, t.int64), i])
-        if crop is not None:
+        if anchor_table is not None:
+            pick = t.random.stateless_uniform([], seed=s + [0, 2], minval=0, maxval=anchors.shape[1], dtype=t.int32)
+            origin = anchor_table[slice_index, pick]
+            xi = t.slice(xi, [origin[0], origin[1], 0], [crop, crop, 1])
+            yi = t.slice(yi, [origin[0], origin[1]], [crop, crop])
+        elif crop is not None:
             stacked = t.concat([xi, t.cast(yi[..., None], t.float32)], axis=-1)
             stacked = t.image.stateless_random_crop(stacked, [crop, crop, 2], seed=s)
             xi, yi = stacked[..., :1], t.cast(stacked[..., 1], yi.dtype)
@@ -302,6 +312,55 @@ def make_dataset(
 
     ds = ds.map(transform, num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(t.data.AUTOTUNE)
+
+
+#: Crop origins drawn per slice for sparse targets (see :func:`crop_anchors`).
+ANCHORS_PER_SLICE = 1024
+
+
+def crop_anchors(targets: np.ndarray, crop: int, seed: int) -> np.ndarray:
+    """Origins of ``crop x crop`` windows that each hold an annotated pixel, class-balanced.
+
+    For every slice, :data:`ANCHORS_PER_SLICE` annotated pixels are drawn, each from a class
+    picked uniformly among the classes annotated on that slice (so a thin, rarely painted phase
+    is seen as often as the bulk one), and each window is placed at a random offset around its
+    pixel, inside the slice.
+
+    Parameters
+    ----------
+    targets : ndarray (N, H, W) of int
+        Class ids, ``-1`` where not annotated.
+    crop : int
+        Window size.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    ndarray (N, ANCHORS_PER_SLICE, 2) of int32
+        ``(row, col)`` window origins; a slice with no annotated pixel gets uniform origins.
+    """
+    rng = np.random.default_rng(seed)
+    n, h, w = targets.shape
+    out = np.empty((n, ANCHORS_PER_SLICE, 2), dtype=np.int32)
+    for z in range(n):
+        rows, cols = np.nonzero(targets[z] >= 0)
+        if rows.size == 0:
+            out[z, :, 0] = rng.integers(0, h - crop + 1, ANCHORS_PER_SLICE)
+            out[z, :, 1] = rng.integers(0, w - crop + 1, ANCHORS_PER_SLICE)
+            continue
+        labels = targets[z][rows, cols]
+        classes = np.unique(labels)
+        picked_class = rng.choice(classes, ANCHORS_PER_SLICE)
+        pixel = np.empty(ANCHORS_PER_SLICE, dtype=np.int64)
+        for k in classes:
+            members = np.flatnonzero(labels == k)
+            where = picked_class == k
+            pixel[where] = rng.choice(members, int(where.sum()))
+        offset = rng.integers(0, crop, size=(ANCHORS_PER_SLICE, 2))
+        out[z, :, 0] = np.clip(rows[pixel] - offset[:, 0], 0, h - crop)
+        out[z, :, 1] = np.clip(cols[pixel] - offset[:, 1], 0, w - crop)
+    return out
 
 
 def _augment(t, x, y, seed, square: bool):

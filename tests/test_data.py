@@ -297,3 +297,29 @@ def test_default_recipe_is_the_project_preset_and_classic_stays_available():
     assert (classic.loss, classic.augment, classic.lr_schedule, classic.patience) == ("ce", False, "constant", 5)
     assert (classic.backbone, classic.epochs, classic.batch_size) == ("resnet34", 50, 16)
     default.validate()
+
+
+def test_sparse_crops_hold_painted_pixels_class_balanced():
+    from napari_sandseg.data import crop_anchors
+
+    targets = np.full((2, 200, 180), -1, dtype=np.int64)
+    targets[:, 10:14, 10:170] = 0  # a long stroke of class 0: 640 pixels per slice
+    targets[:, 150:153, 100:103] = 1  # a dab of class 1: 9 pixels
+    anchors = crop_anchors(targets, 32, seed=0)
+    assert anchors.shape[:2] == (2, 1024)
+    windows = [targets[z, r:r + 32, c:c + 32] for z in range(2) for r, c in anchors[z]]
+    assert all((w >= 0).any() for w in windows)  # every window holds something to learn from
+    with_dab = np.mean([(w == 1).any() for w in windows])
+    assert 0.4 < with_dab < 0.6  # the 9-pixel class is seen as often as the 640-pixel one
+
+
+def test_sparse_dataset_crops_are_placed_over_painted_pixels():
+    from napari_sandseg.data import make_dataset
+
+    images = np.random.default_rng(0).integers(0, 255, (2, 256, 256)).astype(np.uint8)
+    targets = np.full((2, 256, 256), -1, dtype=np.int64)
+    targets[:, 200:205, 20:60] = 2
+    targets[:, 30:33, 220:240] = 0
+    ds = make_dataset(images, targets, Normalization(0.0, 1.0), batch_size=4, crop=64, n_classes=3, samples=32)
+    painted = [float(y.numpy().sum(axis=(1, 2, 3)).min()) for _, y in ds]
+    assert min(painted) > 0  # a uniform 64-px crop of these slices would mostly be empty

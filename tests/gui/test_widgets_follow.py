@@ -228,6 +228,23 @@ def test_train_widget_plots_only_whole_epochs_and_rounds_figures(make_napari_vie
                                       "validation mean IoU"}
 
 
+def test_train_widget_says_a_sparse_validation_figure_scores_the_strokes(make_napari_viewer):
+    from napari_sandseg._widgets._train_widget import PAINTED_ONLY
+    from napari_sandseg.config import TrainConfig
+
+    viewer, w = _viewer_as_at_start(make_napari_viewer)
+    train = w[TrainWidget]
+    epoch = TrainEvent("epoch", 0, 20, -1, 4, 1.4, 1.2, {"val_mean_iou": 0.96})
+    train._pending = (None, None, None, None, TrainConfig.default(sparse=True))
+    train._on_event(epoch)
+    assert train.status.text().endswith(f"validation mean IoU 0.960 ({PAINTED_ONLY})")
+    assert f"validation mean IoU ({PAINTED_ONLY})" in train.plot.series
+    train._reset_curves()
+    train._pending = (None, None, None, None, TrainConfig.default(sparse=False))
+    train._on_event(epoch)
+    assert "painted" not in train.status.text() and "validation mean IoU" in train.plot.series
+
+
 def test_evaluate_warns_when_the_class_values_differ(make_napari_viewer, qtbot, notes):
     viewer = make_napari_viewer()
     ids = _ids()

@@ -33,3 +33,19 @@ def tiny_files(tmp_path, tiny_stack):
     images = write_volume(tmp_path / "images.tif", image)
     masks = write_volume(tmp_path / "masks.tif", (labels.astype(np.uint8) * 85))
     return images, masks
+
+
+@pytest.fixture
+def notes():
+    """``[(severity, message)]`` of the napari notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list = []
+
+    def record(event) -> None:
+        notification = getattr(event, "value", event)
+        seen.append((notification.severity, str(notification.message)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zarr
 from napari.layers import Labels
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 import napari_sandseg._reader as reader_module
 from napari_sandseg._layers import CLASS_MAP_KEY, SOURCE_KEY, label_colormap
@@ -72,20 +72,6 @@ def model_files(tmp_path_factory) -> tuple[Path, np.ndarray]:
     expected = np.load(folder / "expected.npy")
     assert len(np.unique(expected)) >= 2  # else "equal labels" would prove little
     return folder / "model.keras", expected
-
-
-@pytest.fixture
-def notes():
-    """``[(severity, message)]`` of the napari notifications shown during the test."""
-    seen: list[tuple[NotificationSeverity, str]] = []
-
-    def record(event) -> None:
-        notification = getattr(event, "value", event)
-        seen.append((notification.severity, str(notification.message)))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
 
 
 def _errors(notes) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
 from napari_sandseg._widgets._correct_widget import CorrectWidget
@@ -25,20 +25,6 @@ pytestmark = pytest.mark.gui
 JOB_TIMEOUT_MS = 60_000
 SHAPE = (4, 32, 32)
 CLASSES = ClassMap((0, 1, 2, 3))
-
-
-@pytest.fixture
-def notes():
-    """Notifications napari receives during the test: ``[(severity, message), ...]``."""
-    seen: list[tuple[NotificationSeverity, str]] = []
-
-    def record(event) -> None:
-        notification = getattr(event, "value", event)
-        seen.append((notification.severity, str(notification.message)))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
 
 
 def _messages(notes, severity) -> list[str]:

@@ -106,7 +106,7 @@ def test_cli_opens_big_training_pairs_lazily(tmp_path):
     mask[2, 5:9] = 255
     zarr.open_array(str(tmp_path / "m.zarr"), mode="w", shape=mask.shape, dtype="u1")[:] = mask
     zarr.open_array(str(tmp_path / "i.zarr"), mode="w", shape=mask.shape, dtype="u1")
-    args = argparse.Namespace(images=tmp_path / "i.zarr", masks=tmp_path / "m.zarr")
+    args = argparse.Namespace(images=tmp_path / "i.zarr", masks=tmp_path / "m.zarr", rgb_as_slices=False)
     assert _is_big(args.images)
     images, targets, class_map = _open_big_pair(args, sparse=True, model_map=None)
     assert isinstance(targets, MappedVolume) and class_map.values == (85, 255)  # 0 = not annotated

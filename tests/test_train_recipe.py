@@ -115,7 +115,7 @@ def test_monitor_val_mean_iou_keeps_the_epoch_with_the_best_iou():
     assert state.history["val_mean_iou"] == pytest.approx(ious)
     epochs = [e for e in events if e.kind == "epoch"]
     assert [e.logs["val_mean_iou"] for e in epochs] == pytest.approx(ious)
-    assert "val_mean_iou 0.7000" in epochs[1].message
+    assert "validation mean IoU 0.700" in epochs[1].message
 
 
 def test_monitor_val_loss_still_keeps_the_lowest_loss():

@@ -117,6 +117,7 @@ def make_callbacks(
     reduce_on_plateau: bool,
     val_mean_iou: Callable[[], float | None] | None = None,
     fresh_batchnorm: tuple[Any, Callable[[], Iterable]] | None = None,
+    preview: Callable[[], tuple[int, np.ndarray] | None] | None = None,
 ) -> list:
     """Callbacks for ``model.fit``: validation IoU, progress/cancel, best checkpoint, early stopping.
 
@@ -146,6 +147,9 @@ def make_callbacks(
         statistics are young (their 0/1 start still weighs over :data:`YOUNG_WEIGHT`), they
         are recomputed on the twin by :func:`refresh_batchnorm` and copied back (the same on
         one device or several replicas).
+    preview : callable, optional
+        ``preview()`` -> ``(z, class ids of slice z)`` with the current weights, or None; its
+        result rides on each whole epoch's event (a live preview for the user).
     """
     from ._tf import keras as _keras_module
     keras = _keras_module()
@@ -221,10 +225,12 @@ def make_callbacks(
             msg = f"epoch {epoch + 1}/{epochs}: loss {_fmt(logs.get('loss'))}, validation loss {_fmt(logs.get('val_loss'))}"
             if logs.get("val_mean_iou") is not None:
                 msg += f", validation mean IoU {logs['val_mean_iou']:.3f}"
+            shown = preview() if preview is not None and not state.stopping() else None
             events.put(
                 TrainEvent(
                     "epoch", epoch, epochs, -1, batches, logs.get("loss"), logs.get("val_loss"), logs,
                     min((epoch + 1) / epochs, 1.0), msg,
+                    preview=None if shown is None else shown[1], preview_z=None if shown is None else shown[0],
                 )
             )
 

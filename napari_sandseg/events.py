@@ -37,6 +37,11 @@ class TrainEvent:
         Share of the whole run done, 0..1 (for progress bars).
     message : str
         Human-readable status line.
+    preview : ndarray or None
+        ``epoch`` events of a run asked for a live preview: the class ids (2D) of slice
+        ``preview_z`` segmented with the epoch's weights.
+    preview_z : int or None
+        The slice of ``preview``.
     """
 
     kind: str
@@ -49,6 +54,8 @@ class TrainEvent:
     logs: dict[str, float] = field(default_factory=dict)
     fraction: float = 0.0
     message: str = ""
+    preview: Any = None
+    preview_z: int | None = None
 
 
 @dataclass

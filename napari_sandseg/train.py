@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 import numpy as np
 
@@ -73,6 +73,7 @@ def train(
     *,
     init_model: str | os.PathLike | None = None,
     cancel: threading.Event | None = None,
+    preview: Callable[[], int | None] | None = None,
 ) -> Generator[TrainEvent, None, TrainResult]:
     """Train a model, yielding progress events; returns a :class:`TrainResult`.
 
@@ -98,6 +99,11 @@ def train(
         ``class_map`` and its normalisation is kept.
     cancel : threading.Event, optional
         Set it to stop at the next batch end; the best weights so far are kept and saved.
+    preview : callable, optional
+        ``preview()`` -> the index of a slice of ``images`` (or None): after every whole epoch
+        that slice is segmented with the current weights and sent on the epoch's event
+        (``TrainEvent.preview``), so a user can watch it improve. Called at each epoch end, so
+        the slice may change during the run.
 
     Yields
     ------
@@ -251,9 +257,20 @@ def train(
     fresh = init_model is None and config.encoder_weights is None and not distribute.is_multiworker(strategy)
     from .callbacks import REFRESH_BATCHES
 
+    def preview_labels() -> tuple[int, np.ndarray] | None:
+        z = preview() if preview is not None else None
+        if z is None or not 0 <= int(z) < images.shape[0]:
+            return None
+        from .predict import predict_volume
+
+        slice_ = np.asarray(images[int(z) : int(z) + 1])
+        labels = predict_volume(export_weights(export, model), slice_, make_info({}, None, []), batch_size=1).labels
+        return int(z), labels[0]
+
     callbacks = make_callbacks(
         state, events, config.epochs, batches, save_best, config.patience, config.lr_schedule == "plateau",
         val_mean_iou, fresh_batchnorm=(export, lambda: train_ds.take(REFRESH_BATCHES)) if fresh else None,
+        preview=preview_labels if preview is not None else None,
     )
 
     def fit() -> None:

@@ -133,3 +133,30 @@ def test_an_engine_killed_mid_job_is_reported_and_replaced(tmp_path):
         assert engine.pid not in (None, first)
     finally:
         engine.shutdown()
+
+
+@pytest.mark.slow
+def test_training_sends_a_live_preview_of_the_slice_napari_asks_for(tmp_path):
+    import numpy as np
+
+    from napari_sandseg.classmap import ClassMap
+    from napari_sandseg.config import TrainConfig
+    from napari_sandseg.sample import make_sandstone
+
+    images, labels = make_sandstone((8, 64, 64), seed=1)
+    cfg = TrainConfig(backbone="resnet18", epochs=3, batch_size=4, val_fraction=0.25, test_fraction=0.0, patience=0)
+    engine = EngineProcess()
+    previews = []
+    try:
+        for item in engine.run("train", images, labels, ClassMap((0, 1, 2, 3)), cfg, tmp_path / "m.keras", None,
+                               cancel=threading.Event(), preview_z=2):
+            if getattr(item, "kind", "") == "epoch":
+                previews.append((item.preview_z, item.preview))
+                engine.set_control("preview_z", 6)  # the user moved to slice 6
+    finally:
+        engine.shutdown()
+    assert len(previews) == 3
+    assert previews[0][0] == 2 and previews[-1][0] == 6
+    for z, ids in previews:
+        assert ids.shape == (64, 64) and ids.dtype.kind in "iu" and int(ids.max()) < 4
+    assert len(np.unique(previews[-1][1])) >= 2  # a segmentation, not a blank

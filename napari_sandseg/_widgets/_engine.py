@@ -70,7 +70,9 @@ class EngineProcess:
         self._conn: Connection | None = None
         self._sock: socket.socket | None = None
         self._busy = threading.Lock()  # one job in the child at a time
+        self._sending = threading.Lock()  # the worker thread and the main thread both send
         self._ids = itertools.count(1)
+        self._job: int | None = None  # the running job's id
 
     @property
     def pid(self) -> int | None:
@@ -122,43 +124,65 @@ class EngineProcess:
             job_id = next(self._ids)
             try:
                 conn = self._ensure()
-                conn.send((_remote.RUN, job_id, name, args, kwargs))
+                self._send(conn, (_remote.RUN, job_id, name, args, kwargs))
             except OSError:  # the child died since the last job: start a new one
                 self._drop()
                 conn = self._ensure()
-                conn.send((_remote.RUN, job_id, name, args, kwargs))
-            asked_to_stop = False
-            while True:
-                if cancel.is_set() and not asked_to_stop:
-                    asked_to_stop = True
-                    try:
-                        conn.send((_remote.CANCEL, job_id))
-                    except OSError:
-                        pass  # the child is gone; the next poll says so
-                if getattr(cancel, "abandoned", False):
-                    raise Cancelled("stopped: napari-sandseg is closing")
+                self._send(conn, (_remote.RUN, job_id, name, args, kwargs))
+            self._job = job_id
+            try:
+                return (yield from self._listen(conn, job_id, name, cancel))
+            finally:
+                self._job = None
+
+    def _send(self, conn: Connection, message: tuple) -> None:
+        with self._sending:
+            conn.send(message)
+
+    def set_control(self, key: str, value: Any) -> None:
+        """Tell the running job a new setting (``JobControl.values``); nothing when idle."""
+        job, conn = self._job, self._conn
+        if job is None or conn is None:
+            return
+        try:
+            self._send(conn, (_remote.SET, job, key, value))
+        except OSError:
+            pass  # the engine is gone; the worker waiting on it reports that
+
+    def _listen(self, conn: Connection, job_id: int, name: str, cancel: threading.Event) -> Generator[Any, None, Any]:
+        """Forward job ``job_id``'s items until its result or error arrives."""
+        asked_to_stop = False
+        while True:
+            if cancel.is_set() and not asked_to_stop:
+                asked_to_stop = True
                 try:
-                    if not conn.poll(POLL_S):
-                        continue
-                    kind, got_id, payload = conn.recv()
-                except (EOFError, OSError) as exc:
-                    code = self._proc.poll() if self._proc is not None else None
-                    self._drop()
-                    raise EngineStopped(
-                        f"the engine process ended during '{name}' (exit code {code}); "
-                        "if it ran out of memory, try a smaller batch size or tile size"
-                    ) from exc
-                if got_id != job_id:
-                    continue  # left over from an earlier job that was abandoned
-                if kind == _remote.ITEM:
-                    yield payload
-                elif kind == _remote.RESULT:
-                    return payload
-                else:
-                    error, trace = payload
-                    if not isinstance(error, SandsegError):
-                        error.__cause__ = RemoteTraceback(trace)
-                    raise error
+                    self._send(conn, (_remote.CANCEL, job_id))
+                except OSError:
+                    pass  # the child is gone; the next poll says so
+            if getattr(cancel, "abandoned", False):
+                raise Cancelled("stopped: napari-sandseg is closing")
+            try:
+                if not conn.poll(POLL_S):
+                    continue
+                kind, got_id, payload = conn.recv()
+            except (EOFError, OSError) as exc:
+                code = self._proc.poll() if self._proc is not None else None
+                self._drop()
+                raise EngineStopped(
+                    f"the engine process ended during '{name}' (exit code {code}); "
+                    "if it ran out of memory, try a smaller batch size or tile size"
+                ) from exc
+            if got_id != job_id:
+                continue  # left over from an earlier job that was abandoned
+            if kind == _remote.ITEM:
+                yield payload
+            elif kind == _remote.RESULT:
+                return payload
+            else:
+                error, trace = payload
+                if not isinstance(error, SandsegError):
+                    error.__cause__ = RemoteTraceback(trace)
+                raise error
 
     def _drop(self) -> None:
         """Forget the child's connection (it died or is being shut down)."""

@@ -23,15 +23,27 @@ import numpy as np
 _MODELS: dict[str, tuple[Any, Any, float]] = {}
 
 #: Messages from napari to the engine: ``("run", job_id, name, args, kwargs)``,
-#: ``("cancel", job_id)`` and ``("exit",)``. From the engine: ``("item", job_id, value)`` per
+#: ``("cancel", job_id)``, ``("set", job_id, key, value)`` (see :class:`JobControl`) and ``("exit",)``. From the engine: ``("item", job_id, value)`` per
 #: yield, then ``("result", job_id, value)`` or ``("error", job_id, (exception, traceback))``.
-RUN, CANCEL, EXIT = "run", "cancel", "exit"
+RUN, CANCEL, SET, EXIT = "run", "cancel", "set", "exit"
 ITEM, RESULT, ERROR = "item", "result", "error"
 
 #: Once napari is gone (closed, killed or crashed), a running job gets this long to stop at its
 #: next batch (training keeps its best checkpoint, which is written atomically at every
 #: improvement) before the engine exits regardless.
 EXIT_GRACE_S = 3.0
+
+
+class JobControl(threading.Event):
+    """A job's cancel flag, plus the settings napari changes while the job runs.
+
+    ``values`` holds what ``("set", job_id, key, value)`` messages said last (for training,
+    ``"preview_z"``: the slice the user is looking at).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, Any] = {}
 
 
 @dataclass
@@ -74,10 +86,12 @@ def serve(conn: Any) -> None:
             except (EOFError, OSError):  # napari's end of the socket is closed: it is gone
                 message = (EXIT,)
             if message[0] == RUN:
-                cancels[message[1]] = threading.Event()
+                cancels[message[1]] = JobControl()
                 jobs.put(message)
             elif message[0] == CANCEL and message[1] in cancels:
                 cancels[message[1]].set()
+            elif message[0] == SET and message[1] in cancels:
+                cancels[message[1]].values[message[2]] = message[3]
             elif message[0] == EXIT:
                 for event in list(cancels.values()):
                     event.set()
@@ -159,13 +173,22 @@ def device_job(cancel: Any) -> Generator[str, None, str]:
 
 
 def train_job(images: np.ndarray, targets: np.ndarray, class_map: Any, config: Any, out_path: Path,
-              init_model: Path | None, cancel: Any) -> Generator[Any, None, TrainSummary]:
-    """The engine's training generator; the trained model stays cached here under its path."""
+              init_model: Path | None, cancel: Any, preview_z: int | None = None) -> Generator[Any, None, TrainSummary]:
+    """The engine's training generator; the trained model stays cached here under its path.
+
+    With ``preview_z``, every epoch's event carries that slice segmented with the epoch's
+    weights; napari moves it with ``EngineProcess.set_control("preview_z", z)``.
+    """
     from .._tf import configure_gpu
     from ..train import train
 
     configure_gpu()
-    result = yield from train(images, targets, class_map, config, out_path, init_model=init_model, cancel=cancel)
+    values = getattr(cancel, "values", None)
+    if values is not None and preview_z is not None:
+        values.setdefault("preview_z", preview_z)
+    preview = None if values is None or preview_z is None else (lambda: values.get("preview_z"))
+    result = yield from train(images, targets, class_map, config, out_path, init_model=init_model, cancel=cancel,
+                              preview=preview)
     path = Path(result.path)
     _MODELS[str(path.resolve())] = (result.model, result.info, path.stat().st_mtime)
     return TrainSummary(result.info, path, result.history, result.cancelled, result.best_epoch, list(result.info.notes))

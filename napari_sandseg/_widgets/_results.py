@@ -88,6 +88,26 @@ def _put(viewer: Any, name: str, block: np.ndarray, z0: int, full_shape: tuple[i
     return existing
 
 
+def preview_name(image_name: str) -> str:
+    """Name of the Labels layer that shows the live preview of a training run on an image."""
+    return f"{image_name} preview"
+
+
+def show_preview(viewer: Any, image_name: str, class_map: ClassMap, z: int, ids: np.ndarray,
+                 full_shape: tuple[int, ...]) -> Any:
+    """Show the class ids of slice ``z`` segmented during training in the preview layer.
+
+    The layer (created on first use, half transparent) holds only the slices previewed so far;
+    it is not a segmentation (the pickers of Evaluate, Correct and Export do not adopt it).
+    """
+    kwargs = labels_layer_kwargs(class_map, preview_name(image_name))
+    name = kwargs.pop("name")
+    layer = _put(viewer, name, labels_layer_data(ids[None]), int(z), tuple(full_shape), "labels",
+                 {**kwargs, "opacity": 0.5})
+    layer.colormap = kwargs["colormap"]
+    return layer
+
+
 def show_segmentation(viewer: Any, seg: Segmentation, state: Any, keep: dict[int, np.ndarray] | None = None) -> Any:
     """Show a segmentation (and its probability / uncertainty layers) in ``viewer``.
 

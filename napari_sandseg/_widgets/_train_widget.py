@@ -32,6 +32,7 @@ from ._common import CommandBox, LayerPicker, SandsegWidget, plain_metric_names
 from ._files import LayerSnapshot, image_file, labels_file, snapshot_layer
 from ._model_io import ask_open_model, ask_save_model, load_model_job, save_model_job
 from ._plots import LinePlot
+from ._results import show_preview
 from ._state import TrainingData
 from ._workers import Job
 
@@ -65,9 +66,14 @@ def device_job(engine: EngineProcess, cancel: threading.Event) -> Generator[str,
 
 def train_job(engine: EngineProcess, image: LayerSnapshot, labels: LayerSnapshot, targets: np.ndarray,
               class_map: ClassMap, config: Any, out_path: Path, folder: Path, init_model: Path | None,
-              cancel: threading.Event) -> Generator[Any, None, TrainOutcome]:
-    """Worker: run the engine's training in the engine process, then write the command's files."""
-    summary = yield from engine.run("train", image.data, targets, class_map, config, out_path, init_model, cancel=cancel)
+              cancel: threading.Event, preview_z: int | None = None) -> Generator[Any, None, TrainOutcome]:
+    """Worker: run the engine's training in the engine process, then write the command's files.
+
+    With ``preview_z``, every epoch's event carries that slice (moved with the viewer: see
+    ``TrainWidget._on_step``) segmented with the epoch's weights.
+    """
+    summary = yield from engine.run("train", image.data, targets, class_map, config, out_path, init_model,
+                                    cancel=cancel, preview_z=preview_z)
     images_file = image_file(image, folder)
     # Dense labels are written with their original values; sparse ones with 0 = not annotated.
     masks_file, note = labels_file(labels, folder, None if config.sparse else targets)
@@ -205,6 +211,10 @@ class TrainWidget(SandsegWidget):
         form.addRow("Advanced", advanced)
 
         self.train_button, self.cancel_button, buttons = self.run_cancel_row("Train")
+        self.cancel_button.setText("Stop and keep")
+        self.cancel_button.setToolTip("stop at the next batch and keep the best weights so far")
+        self._preview: tuple[str, tuple[int, ...], ClassMap] | None = None  # image name, shape, classes
+        napari_viewer.dims.events.current_step.connect(self._on_step)
         self.epoch_bar = QProgressBar()
         self.epoch_bar.setFormat("epoch %v / %m")
         self.batch_bar = QProgressBar()
@@ -323,10 +333,21 @@ class TrainWidget(SandsegWidget):
         self._cut_short: int | None = None
         self._reset_curves()
         self.status.setText(f"starting: {config.backbone}, up to {config.epochs} epochs ...")
+        # Live preview of the slice in view (3D stacks): it follows the viewer while training.
+        preview_z = self._current_slice() if image.ndim == 3 else None
+        self._preview = None if preview_z is None else (image.name, tuple(image.data.shape), class_map)
         self.run_job(
             train_job, self.state.engine, image_snap, labels_snap, targets, class_map, config, out_path,
-            self.state.folder, None, on_yield=self._on_event, on_return=self._on_trained,
+            self.state.folder, None, on_yield=self._on_event, on_return=self._on_trained, preview_z=preview_z,
         )
+
+    def _current_slice(self) -> int:
+        return int(self.viewer.dims.current_step[0])
+
+    def _on_step(self, event: Any = None) -> None:
+        """The user moved to another slice: preview that one from the next epoch on."""
+        if self._preview is not None and self.job is not None and self.job.running:
+            self.state.engine.set_control("preview_z", self._current_slice())
 
     def set_busy(self, busy: bool) -> None:  # noqa: D102
         self._busy = busy
@@ -374,6 +395,9 @@ class TrainWidget(SandsegWidget):
             self._epoch_iou.append(iou if iou is not None else np.nan)
             if not np.all(np.isnan(self._epoch_iou)):
                 self.plot.set_series(self._iou_label(), self._epoch_x, self._epoch_iou, "#3aa655", points=True)
+            if ev.preview is not None and self._preview is not None:
+                name, shape, class_map = self._preview
+                show_preview(self.viewer, name, class_map, ev.preview_z, ev.preview, shape)
             text = epoch_text(ev)
             if self._sparse_run():
                 text += f" ({PAINTED_ONLY})"

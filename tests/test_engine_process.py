@@ -160,3 +160,16 @@ def test_training_sends_a_live_preview_of_the_slice_napari_asks_for(tmp_path):
     for z, ids in previews:
         assert ids.shape == (64, 64) and ids.dtype.kind in "iu" and int(ids.max()) < 4
     assert len(np.unique(previews[-1][1])) >= 2  # a segmentation, not a blank
+
+
+def test_a_job_cut_off_by_shutdown_is_cancelled_not_an_error():
+    from napari_sandseg.errors import Cancelled
+
+    engine = EngineProcess()
+    gen = engine.run("device", cancel=threading.Event())
+    assert next(gen) == "importing TensorFlow"
+    pid = engine.pid
+    engine.shutdown()  # napari is closing while the engine still starts up
+    with pytest.raises(Cancelled, match="closing"):
+        list(gen)
+    assert _wait_gone(pid) < EXIT_LIMIT_S

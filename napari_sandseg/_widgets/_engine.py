@@ -73,6 +73,7 @@ class EngineProcess:
         self._sending = threading.Lock()  # the worker thread and the main thread both send
         self._ids = itertools.count(1)
         self._job: int | None = None  # the running job's id
+        self._closing = False  # set by shutdown(): a job cut off then was stopped, not lost
 
     @property
     def pid(self) -> int | None:
@@ -86,6 +87,7 @@ class EngineProcess:
         return self._conn
 
     def _start(self) -> None:
+        self._closing = False
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         # The child imports napari_sandseg from where this process found it (a source checkout
@@ -168,6 +170,8 @@ class EngineProcess:
             except (EOFError, OSError) as exc:
                 code = self._proc.poll() if self._proc is not None else None
                 self._drop()
+                if self._closing:
+                    raise Cancelled(f"'{name}' stopped: napari-sandseg is closing") from exc
                 raise EngineStopped(
                     f"the engine process ended during '{name}' (exit code {code}); "
                     "if it ran out of memory, try a smaller batch size or tile size"
@@ -205,6 +209,7 @@ class EngineProcess:
         """
         if self._sock is None:
             return
+        self._closing = True
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:

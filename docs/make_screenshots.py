@@ -11,7 +11,8 @@ slice, paints a correction, fine-tunes and exports, taking
 opens lazily and is segmented in streaming mode (``segment_streaming``). Naming shots takes
 only those, running the steps up to the last one named (``first_window`` alone trains nothing).
 ``annotation_layer`` paints a few strokes on a new annotation layer (Train's legend in view)
-before any training, and removes the layer again.
+before any training, and removes the layer again. ``train_preview`` is taken during training,
+after the second epoch, with the live preview of the slice in view.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def annotation_shot(viewer, app, docks, image_name: str, mask_name: str) -> None
 
 
 #: Every shot, in the order the steps take them.
-SHOTS = ("first_window", "annotation_layer", "train", "segment", "evaluate_after_segment", "evaluate", "correct", "export",
+SHOTS = ("first_window", "annotation_layer", "train_preview", "train", "segment", "evaluate_after_segment", "evaluate", "correct", "export",
          "segment_streaming")
 
 
@@ -173,6 +174,17 @@ def main(names: list[str]) -> int:
     train.patience.setValue(10)
     train.detect_device()
     train.start()
+    # The live preview: the slice in view segmented after each epoch, while training goes on.
+    from napari_sandseg._widgets._results import preview_name
+
+    t0 = time.time()
+    while train.job.running and not (preview_name(image_name) in viewer.layers and len(train._epoch_x) >= 2):
+        app.processEvents()
+        time.sleep(0.02)
+        if time.time() - t0 > 900:
+            raise TimeoutError("no preview")
+    if "train_preview" in wanted:
+        shoot(viewer, app, "train_preview", docks["Train"][0])
     wait(train, app)
     if step_done("train"):
         return finish(viewer)
@@ -231,7 +243,7 @@ def main(names: list[str]) -> int:
 
 #: The dock raised for each shot (None: the window as it is).
 STEP_DOCK = {
-    "first_window": None, "train": "Train", "segment": "Segment", "evaluate_after_segment": "Evaluate",
+    "first_window": None, "train_preview": "Train", "train": "Train", "segment": "Segment", "evaluate_after_segment": "Evaluate",
     "evaluate": "Evaluate", "correct": "Correct and fine-tune", "export": "Export",
 }
 

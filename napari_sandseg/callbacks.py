@@ -116,7 +116,7 @@ def make_callbacks(
     patience: int,
     reduce_on_plateau: bool,
     val_mean_iou: Callable[[], float | None] | None = None,
-    fresh_batchnorm: tuple[Any, Callable[[], Iterable]] | None = None,
+    fresh_batchnorm: tuple[Any, list, float, Callable[[], Iterable]] | None = None,
     preview: Callable[[], tuple[int, np.ndarray] | None] | None = None,
 ) -> list:
     """Callbacks for ``model.fit``: validation IoU, progress/cancel, best checkpoint, early stopping.
@@ -142,8 +142,9 @@ def make_callbacks(
         the other callbacks read them. Required when ``state.monitor`` is ``"val_mean_iou"``.
         It returns None when a cancel cut it short; the epoch then counts as cut short.
     fresh_batchnorm : tuple, optional
-        ``(twin, batches)`` for a model trained from scratch: a plain single-device copy of
-        it and a function returning training batches. Before each validation while the moving
+        ``(twin, twin_layers, momentum, batches)`` for a model trained from scratch: a plain
+        single-device copy of it, the copy's BatchNormalization layers, the momentum the run
+        set, and a function returning training batches. Before each validation while the moving
         statistics are young (their 0/1 start still weighs over :data:`YOUNG_WEIGHT`), they
         are recomputed on the twin by :func:`refresh_batchnorm` and copied back (the same on
         one device or several replicas).
@@ -260,16 +261,15 @@ def make_callbacks(
             self.steps += 1
 
         def on_test_begin(self, logs=None):
-            twin, batches = fresh_batchnorm
-            layers = _batchnorm_layers(self.model)
-            if not layers or float(layers[0].momentum) ** self.steps <= YOUNG_WEIGHT or state.stopping():
+            twin, layers, momentum, batches = fresh_batchnorm
+            if not layers or momentum ** self.steps <= YOUNG_WEIGHT or state.stopping():
                 return
             if self.forward is None:  # traced once, with the momentum at 0 (see refresh_batchnorm)
                 from ._tf import tf
 
                 self.forward = tf().function(lambda x: twin(x, training=True), reduce_retracing=True)
             twin.set_weights(self.model.get_weights())
-            refresh_batchnorm(self.forward, _batchnorm_layers(twin), batches())
+            refresh_batchnorm(self.forward, layers, batches())
             self.model.set_weights(twin.get_weights())
 
     callbacks = [Progress(), BestCheckpoint()]
@@ -295,12 +295,6 @@ def make_callbacks(
 REFRESH_BATCHES = 8
 #: Moving statistics are "young" while their 0/1 start still weighs more than this.
 YOUNG_WEIGHT = 0.01
-
-
-def _batchnorm_layers(model: Any) -> list[Any]:
-    from .train import batchnorm_layers  # train imports this module at run time, not at import
-
-    return batchnorm_layers(model)
 
 
 def refresh_batchnorm(forward: Callable[[Any], Any], layers: list[Any], batches: Iterable[tuple[Any, Any]]) -> int:

@@ -216,7 +216,7 @@ def train(
         if config.crop_size is not None:
             per_epoch = config.crops_per_epoch or len(train_idx)
             notes.append(f"trained on random {config.crop_size} x {config.crop_size} crops ({per_epoch} per epoch)")
-    adapt_batchnorm_momentum(model, config.epochs * batches)
+    momentum = adapt_batchnorm_momentum(model, config.epochs * batches)
     if n_replicas > 1:
         distribute.synchronize_batchnorm(model)  # global-batch statistics on every replica
         notes.append(f"trained with {distribute.describe(strategy)}")
@@ -258,7 +258,7 @@ def train(
     from .callbacks import REFRESH_BATCHES
 
     def preview_labels() -> tuple[int, np.ndarray] | None:
-        z = preview() if preview is not None else None
+        z = preview()
         if z is None or not 0 <= int(z) < images.shape[0]:
             return None
         from .predict import predict_volume
@@ -269,7 +269,9 @@ def train(
 
     callbacks = make_callbacks(
         state, events, config.epochs, batches, save_best, config.patience, config.lr_schedule == "plateau",
-        val_mean_iou, fresh_batchnorm=(export, lambda: train_ds.take(REFRESH_BATCHES)) if fresh else None,
+        val_mean_iou,
+        fresh_batchnorm=(export, batchnorm_layers(export), momentum, lambda: train_ds.take(REFRESH_BATCHES))
+        if fresh else None,
         preview=preview_labels if preview is not None else None,
     )
 

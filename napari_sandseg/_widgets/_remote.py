@@ -23,9 +23,10 @@ import numpy as np
 _MODELS: dict[str, tuple[Any, Any, float]] = {}
 
 #: Messages from napari to the engine: ``("run", job_id, name, args, kwargs)``,
-#: ``("cancel", job_id)``, ``("set", job_id, key, value)`` (see :class:`JobControl`) and ``("exit",)``. From the engine: ``("item", job_id, value)`` per
-#: yield, then ``("result", job_id, value)`` or ``("error", job_id, (exception, traceback))``.
-RUN, CANCEL, SET, EXIT = "run", "cancel", "set", "exit"
+#: ``("cancel", job_id)`` and ``("set", job_id, key, value)`` (see :class:`JobControl`); napari
+#: ends the engine by closing its end of the socket. From the engine: ``("item", job_id, value)``
+#: per yield, then ``("result", job_id, value)`` or ``("error", job_id, (exception, traceback))``.
+RUN, CANCEL, SET = "run", "cancel", "set"
 ITEM, RESULT, ERROR = "item", "result", "error"
 
 #: Once napari is gone (closed, killed or crashed), a running job gets this long to stop at its
@@ -62,9 +63,9 @@ def serve(conn: Any) -> None:
     """The engine process's main loop: run jobs from ``conn`` one at a time, until napari goes.
 
     A reader thread takes napari's messages as they come (so a cancel reaches a running job
-    at once) and notices napari's end: an ``exit`` message, or the end of the connection when
-    napari's process is gone for any reason, SIGKILL included, since the kernel closes its
-    socket. The engine then cancels the running job and exits within :data:`EXIT_GRACE_S`.
+    at once) and notices napari's end: the end of the connection, which comes when napari
+    shuts it down (``EngineProcess.shutdown``) or when napari's process is gone for any reason,
+    SIGKILL included, since the kernel closes its socket. The engine then cancels the running job and exits within :data:`EXIT_GRACE_S`.
 
     Parameters
     ----------
@@ -77,14 +78,14 @@ def serve(conn: Any) -> None:
         # stalls on 2 loaded cores; 19 gave 180-290 ms).
         os.nice(19)
     jobs: queue.Queue = queue.Queue()
-    cancels: dict[int, threading.Event] = {}
+    cancels: dict[int, JobControl] = {}
 
     def read() -> None:
         while True:
             try:
                 message = conn.recv()
             except (EOFError, OSError):  # napari's end of the socket is closed: it is gone
-                message = (EXIT,)
+                break
             if message[0] == RUN:
                 cancels[message[1]] = JobControl()
                 jobs.put(message)
@@ -92,15 +93,13 @@ def serve(conn: Any) -> None:
                 cancels[message[1]].set()
             elif message[0] == SET and message[1] in cancels:
                 cancels[message[1]].values[message[2]] = message[3]
-            elif message[0] == EXIT:
-                for event in list(cancels.values()):
-                    event.set()
-                jobs.put(None)
-                if cancels:  # a job is still running: give it the grace period, then exit
-                    timer = threading.Timer(EXIT_GRACE_S, os._exit, (0,))
-                    timer.daemon = True
-                    timer.start()
-                return
+        for event in list(cancels.values()):
+            event.set()
+        jobs.put(None)
+        if cancels:  # a job is still running: give it the grace period, then exit
+            timer = threading.Timer(EXIT_GRACE_S, os._exit, (0,))
+            timer.daemon = True
+            timer.start()
 
     threading.Thread(target=read, name="sandseg engine reader", daemon=True).start()
     while (message := jobs.get()) is not None:

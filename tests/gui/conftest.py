@@ -49,3 +49,12 @@ def notes():
     notification_manager.notification_ready.connect(record)
     yield seen
     notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
+def tiny_viewer(make_napari_viewer, tiny_files):
+    """A viewer with the tiny stack's ``images.tif`` and ``masks.tif`` opened by the plugin's reader."""
+    viewer = make_napari_viewer()
+    for path in tiny_files:
+        viewer.open(str(path), plugin="napari-sandseg")
+    return viewer

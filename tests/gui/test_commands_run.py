@@ -115,7 +115,7 @@ def _wait_job(qtbot, widget) -> None:
 
 
 @pytest.mark.slow
-def test_every_widget_command_parses_with_the_widget_settings(make_napari_viewer, qtbot, tiny_files):
+def test_every_widget_command_parses_with_the_widget_settings(tiny_viewer, tiny_files, qtbot):
     from napari_sandseg._widgets._correct_widget import CorrectWidget
     from napari_sandseg._widgets._evaluate_widget import EvaluateWidget
     from napari_sandseg._widgets._segment_widget import SegmentWidget
@@ -123,9 +123,7 @@ def test_every_widget_command_parses_with_the_widget_settings(make_napari_viewer
     from napari_sandseg._widgets._train_widget import TrainWidget
 
     images_path, masks_path = tiny_files
-    viewer = make_napari_viewer()
-    viewer.open(str(images_path), plugin="napari-sandseg")
-    viewer.open(str(masks_path), plugin="napari-sandseg")
+    viewer = tiny_viewer
     state = session_for(viewer)
     train, seg, ev, correct = (cls(viewer) for cls in (TrainWidget, SegmentWidget, EvaluateWidget, CorrectWidget))
     for widget in (train, seg, ev, correct):

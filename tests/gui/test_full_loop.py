@@ -67,11 +67,9 @@ def _setup_train(widget, epochs=1) -> None:
     widget.val_fraction.setValue(0.25)
 
 
-def test_whole_loop(make_napari_viewer, qtbot, tiny_files, tmp_path, monkeypatch):
+def test_whole_loop(tiny_viewer, tiny_files, qtbot, tmp_path, monkeypatch):
     images_path, masks_path = tiny_files
-    viewer = make_napari_viewer()
-    viewer.open(str(images_path), plugin="napari-sandseg")
-    viewer.open(str(masks_path), plugin="napari-sandseg")
+    viewer = tiny_viewer
     assert [type(l).__name__ for l in viewer.layers] == ["Image", "Labels"]
     state = session_for(viewer)
 
@@ -182,13 +180,10 @@ def test_whole_loop(make_napari_viewer, qtbot, tiny_files, tmp_path, monkeypatch
     assert kind == "labels" and np.array_equal(data, viewer.layers["images segmentation"].data)
 
 
-def test_closing_viewer_stops_training(make_napari_viewer, qtbot, tiny_files):
+def test_closing_viewer_stops_training(tiny_viewer, qtbot):
     from napari_sandseg.model import load_model
 
-    images_path, masks_path = tiny_files
-    viewer = make_napari_viewer()
-    viewer.open(str(images_path), plugin="napari-sandseg")
-    viewer.open(str(masks_path), plugin="napari-sandseg")
+    viewer = tiny_viewer
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train)
     _setup_train(train, epochs=200)

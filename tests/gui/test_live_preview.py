@@ -11,11 +11,8 @@ from napari_sandseg._widgets._train_widget import TrainWidget
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 
-def test_training_previews_the_slice_in_view(make_napari_viewer, qtbot, tiny_files):
-    images_path, masks_path = tiny_files
-    viewer = make_napari_viewer()
-    viewer.open(str(images_path), plugin="napari-sandseg")
-    viewer.open(str(masks_path), plugin="napari-sandseg")
+def test_training_previews_the_slice_in_view(tiny_viewer, qtbot):
+    viewer = tiny_viewer
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train)
     assert train.cancel_button.text() == "Stop and keep"

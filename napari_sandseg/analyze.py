@@ -1,0 +1,414 @@
+"""Rock properties of a label volume in physical units: porosity, connectivity, pore sizes, REV.
+
+:func:`analyze` turns a ``(Z, Y, X)`` volume of class values into one JSON-ready report (the
+keys ``sandseg analyze --json`` writes); :func:`analyze_pair` measures a ground truth and a
+prediction side by side with their differences. The measures live in
+:mod:`napari_sandseg.rock_measures`; this module picks the pore class, checks memory and input,
+and lays out the report. Lengths are in the voxel-size unit (``unit``), areas per volume in
+1/unit. A single slice is measured in 2D (the report's ``dimensions`` is 2 and ``notes`` says
+which measures changed meaning).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import rock_measures as rm
+from .classmap import MAX_CLASSES, check_integer_valued
+from .errors import InputError
+from .io import check_pair
+
+#: Name of the class that is pore space by default (as :data:`napari_sandseg.classmap.SANDSTONE_NAMES`).
+PORE_NAME = "pore"
+
+#: How close the sub-cube porosities must stay to the whole-volume porosity for the REV (fraction).
+REV_TOLERANCE = 0.01
+
+#: Unit of lengths when no voxel size is known.
+NO_UNIT = "px"
+
+#: Steps reported to ``progress`` (so a widget or a bar can show how far the analysis is).
+STEPS = ("phase fractions", "surface area", "Euler number", "connectivity", "local thickness", "REV")
+
+
+def pore_value(values: Sequence[int], names: Sequence[str] = (), choice: str | int | None = None) -> int:
+    """The class value that is pore space.
+
+    Parameters
+    ----------
+    values : sequence of int
+        Class values, ascending (those present, or a class map's).
+    names : sequence of str, optional
+        Class names, one per value.
+    choice : str or int, optional
+        The user's choice: a class value or a class name (case-insensitive). By default the class
+        named ``"pore"``, else the darkest class: the lowest value (class values follow the grey
+        level, as in the reference sandstone where 0 is pore).
+
+    Raises
+    ------
+    InputError
+        If ``choice`` is neither one of ``values`` nor one of ``names``.
+    """
+    values = [int(v) for v in values]
+    lowered = [str(n).lower() for n in names]
+    if choice is None:
+        return values[lowered.index(PORE_NAME)] if PORE_NAME in lowered and len(names) == len(values) else values[0]
+    text = str(choice).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is not None and value in values:
+        return value
+    if text.lower() in lowered and len(names) == len(values):
+        return values[lowered.index(text.lower())]
+    named = f" or names {list(names)}" if names else ""
+    raise InputError(f"pore class {choice!r} is not one of the class values {values}{named}")
+
+
+def check_voxel_size(voxel_size: Sequence[float]) -> tuple[float, float, float]:
+    """Three positive, finite voxel edges ``(z, y, x)``; one number means a cubic voxel."""
+    sizes = tuple(float(v) for v in np.atleast_1d(np.asarray(voxel_size, dtype=float)))
+    if len(sizes) == 1:
+        sizes = sizes * 3
+    if len(sizes) != 3 or not all(np.isfinite(v) and v > 0 for v in sizes):
+        raise InputError(f"voxel size must be one or three positive numbers (z, y, x), got {list(sizes)}")
+    return sizes  # type: ignore[return-value]
+
+
+def analyze(
+    labels: np.ndarray,
+    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+    unit: str = NO_UNIT,
+    *,
+    pore: str | int | None = None,
+    names: Sequence[str] = (),
+    values: Sequence[int] | None = None,
+    n_sizes: int = 25,
+    source: str = "labels",
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure a label volume: phase fractions, porosity and connectivity, surface areas, Euler
+    number, pore-size distribution and REV.
+
+    Parameters
+    ----------
+    labels : ndarray
+        ``(Z, Y, X)`` (or ``(Y, X)``) class values; may be memory-mapped (streamed measures read
+        it slab by slab).
+    voxel_size : sequence of float
+        ``(z, y, x)`` voxel edges in ``unit`` (one number: cubic voxels).
+    unit : str
+        Length unit of ``voxel_size`` and of every length in the report.
+    pore : str or int, optional
+        Pore class value or name (see :func:`pore_value`).
+    names : sequence of str, optional
+        Class names, one per value of ``values``.
+    values : sequence of int, optional
+        The class values (default: the values present). Give the same list for two volumes that
+        are compared, so both report the same classes.
+    n_sizes : int
+        Ball radii tried by the local thickness.
+    source : str
+        What to call the volume in error messages.
+    progress : callable, optional
+        Called as ``progress(step, n_steps, name)`` before each step of :data:`STEPS`.
+
+    Returns
+    -------
+    dict
+        JSON-ready report; keys described in the README's "Rock properties" section.
+
+    Raises
+    ------
+    InputError
+        Not 2D/3D, not integer-valued, too many classes, an unknown pore class, a bad voxel size,
+        or a volume whose whole-pore-space measures would not fit in memory.
+    """
+    labels = _as_volume(labels, source)
+    voxel_size = check_voxel_size(voxel_size)
+    if values is None:
+        values = _present_values(labels, source)
+    values = [int(v) for v in values]
+    pore_class = pore_value(values, names, pore)
+    two_d = rm.is_2d(labels.shape)
+    report_step = progress or (lambda step, total, name: None)
+
+    report_step(0, len(STEPS), STEPS[0])
+    whole, per_slice = rm.phase_fractions(labels, values)
+    porosity = float(whole[values.index(pore_class)])
+    report_step(1, len(STEPS), STEPS[1])
+    ssa = {str(v): rm.specific_surface_area(labels, v, voxel_size) for v in values}
+    rm.check_memory(labels.shape, "connectivity")
+    pore_mask = np.zeros(labels.shape, dtype=bool)
+    for z0 in range(0, labels.shape[0], rm.SLAB):
+        pore_mask[z0 : z0 + rm.SLAB] = np.asarray(labels[z0 : z0 + rm.SLAB]) == pore_class
+    report_step(2, len(STEPS), STEPS[2])
+    euler = rm.euler_number(pore_mask)
+    report_step(3, len(STEPS), STEPS[3])
+    per_axis, percolates, connected = rm.connectivity(pore_mask)
+    report_step(4, len(STEPS), STEPS[4])
+    rm.check_memory(labels.shape, "local thickness")
+    diameters, fractions = rm.size_distribution(rm.local_thickness(pore_mask, voxel_size, n_sizes))
+    report_step(5, len(STEPS), STEPS[5])
+    sizes, rev_porosity = rm.rev_curve(pore_mask, voxel_size)
+    return {
+        "voxel_size": list(voxel_size),
+        "unit": unit,
+        "shape": list(labels.shape),
+        "dimensions": 2 if two_d else 3,
+        "pore_class": pore_class,
+        "phase_fractions": {str(v): float(f) for v, f in zip(values, whole)},
+        "phase_fractions_per_slice": {str(v): [float(f) for f in row] for v, row in zip(values, per_slice)},
+        "porosity": porosity,
+        "porosity_profile": [float(f) for f in per_slice[values.index(pore_class)]],
+        "connected_porosity": connected,
+        "connected_porosity_per_axis": per_axis,
+        "isolated_porosity": porosity - connected,
+        "percolates": percolates,
+        "euler_number": euler,
+        "specific_surface_area": ssa,
+        "pore_size": _pore_size(diameters, fractions),
+        "rev": {
+            "sizes": [float(s) for s in sizes],
+            "porosity": [[float(p) for p in row] for row in rev_porosity],
+            "tolerance": REV_TOLERANCE,
+        },
+        "rev_size": rm.rev_size(sizes, rev_porosity, porosity, REV_TOLERANCE),
+        "notes": _notes(two_d),
+    }
+
+
+def analyze_pair(
+    truth: np.ndarray,
+    prediction: np.ndarray,
+    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+    unit: str = NO_UNIT,
+    *,
+    pore: str | int | None = None,
+    names: Sequence[str] = (),
+    n_sizes: int = 25,
+    sources: tuple[str, str] = ("truth", "prediction"),
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure a ground truth and a prediction on the same classes, with their differences.
+
+    Both volumes are measured with the union of their class values (so a class one side lacks
+    has fraction 0 there). ``difference`` holds prediction minus truth: ``porosity_pp``,
+    ``connected_porosity_pp`` and ``isolated_porosity_pp`` in percentage points,
+    ``phase_fractions_pp`` per class, ``euler_number``, ``specific_surface_area`` per class,
+    ``pore_size_mean`` and ``rev_size`` (length, None when either is None), and
+    ``pore_size_distance``: the Wasserstein-1 (earth mover's) distance between the two
+    volume-weighted pore-size distributions, in the length unit.
+    """
+    truth = _as_volume(truth, sources[0])
+    prediction = _as_volume(prediction, sources[1])
+    check_pair(truth, prediction, sources[0], sources[1])
+    values = sorted(set(_present_values(truth, sources[0])) | set(_present_values(prediction, sources[1])))
+    if len(names) != len(values):
+        names = ()  # the names given belong to another class list; fall back to the values
+
+    def step(offset: int) -> Callable[[int, int, str], None] | None:
+        if progress is None:
+            return None
+        return lambda i, n, name: progress(offset + i, 2 * n, name)
+
+    common = dict(pore=pore, names=names, values=values, n_sizes=n_sizes)
+    t = analyze(truth, voxel_size, unit, source=sources[0], progress=step(0), **common)
+    p = analyze(prediction, voxel_size, unit, source=sources[1], progress=step(len(STEPS)), **common)
+    return {"voxel_size": t["voxel_size"], "unit": unit, "truth": t, "prediction": p, "difference": difference(t, p)}
+
+
+def difference(truth: dict[str, Any], prediction: dict[str, Any]) -> dict[str, Any]:
+    """Prediction minus truth for two :func:`analyze` reports (see :func:`analyze_pair`)."""
+    from scipy.stats import wasserstein_distance
+
+    def pp(key: str) -> float:
+        return 100.0 * (prediction[key] - truth[key])
+
+    t_size, p_size = truth["pore_size"], prediction["pore_size"]
+    distance = None
+    if t_size["histogram"] and p_size["histogram"]:
+        distance = float(wasserstein_distance(
+            [b["diameter"] for b in t_size["histogram"]], [b["diameter"] for b in p_size["histogram"]],
+            [b["fraction"] for b in t_size["histogram"]], [b["fraction"] for b in p_size["histogram"]],
+        ))
+    return {
+        "porosity_pp": pp("porosity"),
+        "connected_porosity_pp": pp("connected_porosity"),
+        "isolated_porosity_pp": pp("isolated_porosity"),
+        "phase_fractions_pp": {
+            k: 100.0 * (prediction["phase_fractions"][k] - truth["phase_fractions"][k]) for k in truth["phase_fractions"]
+        },
+        "euler_number": prediction["euler_number"] - truth["euler_number"],
+        "specific_surface_area": {
+            k: prediction["specific_surface_area"][k] - truth["specific_surface_area"][k]
+            for k in truth["specific_surface_area"]
+        },
+        "pore_size_mean": _minus(p_size["mean"], t_size["mean"]),
+        "pore_size_distance": distance,
+        "rev_size": _minus(prediction["rev_size"], truth["rev_size"]),
+    }
+
+
+#: Rows of the summary table and CSV: (label, key path, scale, format).
+_SUMMARY = (
+    ("porosity", ("porosity",), 100, "{:.2f} %"),
+    ("connected porosity", ("connected_porosity",), 100, "{:.2f} %"),
+    ("isolated porosity", ("isolated_porosity",), 100, "{:.2f} %"),
+    ("percolates z", ("percolates", "z"), None, "{}"),
+    ("percolates y", ("percolates", "y"), None, "{}"),
+    ("percolates x", ("percolates", "x"), None, "{}"),
+    ("Euler number", ("euler_number",), None, "{}"),
+    ("mean pore size", ("pore_size", "mean"), 1, "{:.4g}"),
+    ("median pore size", ("pore_size", "median"), 1, "{:.4g}"),
+    ("REV size", ("rev_size",), 1, "{:.4g}"),
+)
+
+
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``(label, value)`` rows of one :func:`analyze` report, for tables and CSV files."""
+    rows: list[tuple[str, Any]] = []
+    for value, fraction in report["phase_fractions"].items():
+        rows.append((f"fraction of class {value}", fraction))
+    for label, path, _, _ in _SUMMARY:
+        rows.append((label, _get(report, path)))
+    for value, area in report["specific_surface_area"].items():
+        rows.append((f"specific surface area of class {value}", area))
+    return rows
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A printable table of an :func:`analyze` or :func:`analyze_pair` report."""
+    pair = "truth" in report
+    first = report["truth"] if pair else report
+    unit = report["unit"]
+    header = f"voxel size {' x '.join(f'{v:g}' for v in report['voxel_size'])} {unit} (z, y, x); " \
+             f"pore class {first['pore_class']}; {first['dimensions']}D"
+    reports = [report["truth"], report["prediction"]] if pair else [report]
+    columns = ["measure"] + (["truth", "prediction", "difference"] if pair else ["value"])
+    lines = [header, "  ".join(f"{c:>22}" if i else f"{c:<40}" for i, c in enumerate(columns))]
+    diff = report.get("difference", {})
+    diff_of = {"porosity": "porosity_pp", "connected porosity": "connected_porosity_pp",
+               "isolated porosity": "isolated_porosity_pp", "Euler number": "euler_number"}
+    for i, (label, value) in enumerate(summary_rows(first)):
+        cells = [_show(label, r_value, unit) for r_value in (row[i][1] for row in (summary_rows(r) for r in reports))]
+        if pair:
+            d = diff.get(diff_of.get(label, ""), None)
+            cells.append("" if d is None else (f"{d:+.2f} pp" if label.endswith("porosity") else f"{d:+}"))
+        lines.append(f"{label:<40}  " + "  ".join(f"{c:>22}" for c in cells))
+    if pair and diff.get("pore_size_distance") is not None:
+        lines.append(f"{'pore-size distribution distance':<40}  {diff['pore_size_distance']:>22.4g} {unit}")
+    return "\n".join(lines)
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    """The summary of a report as CSV: ``measure,value`` (or ``measure,truth,prediction``)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    if "truth" in report:
+        writer.writerow(["measure", "truth", "prediction", "unit"])
+        for (label, t), (_, p) in zip(summary_rows(report["truth"]), summary_rows(report["prediction"])):
+            writer.writerow([label, t, p, _unit_of(label, report["unit"])])
+    else:
+        writer.writerow(["measure", "value", "unit"])
+        for label, value in summary_rows(report):
+            writer.writerow([label, value, _unit_of(label, report["unit"])])
+    return out.getvalue()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _as_volume(labels: np.ndarray, source: str) -> np.ndarray:
+    """A ``(Z, Y, X)`` view of a 2D or 3D integer-valued label array."""
+    if labels.ndim == 2:
+        labels = labels[None]
+    if labels.ndim != 3 or 0 in labels.shape:
+        raise InputError(f"{source}: shape {tuple(labels.shape)}; a label volume is (Z, Y, X) or (Y, X) and not empty")
+    if labels.dtype.kind not in "biu":
+        check_integer_valued(np.asarray(labels[: rm.SLAB]), source)
+    return labels
+
+
+def _present_values(labels: np.ndarray, source: str) -> list[int]:
+    """Distinct class values, slab by slab; refuses an image passed as labels."""
+    found: set[int] = set()
+    for z0 in range(0, labels.shape[0], rm.SLAB):
+        slab = np.asarray(labels[z0 : z0 + rm.SLAB])
+        check_integer_valued(slab, source)
+        found.update(int(v) for v in np.unique(slab))
+        if len(found) > MAX_CLASSES:
+            raise InputError(
+                f"{source}: more than {MAX_CLASSES} distinct values; is this an image rather than a label volume?"
+            )
+    return sorted(found)
+
+
+def _pore_size(diameters: np.ndarray, fractions: np.ndarray) -> dict[str, Any]:
+    """Mean, median and histogram (with cumulative curve) of the volume-weighted local thickness."""
+    if diameters.size == 0:
+        return {"mean": None, "median": None, "histogram": [], "weighting": "pore volume"}
+    cumulative = np.cumsum(fractions)
+    median = float(diameters[np.searchsorted(cumulative, 0.5 - 1e-12)])
+    return {
+        "mean": float(np.sum(diameters * fractions)),
+        "median": median,
+        "histogram": [
+            {"diameter": float(d), "fraction": float(f), "cumulative": float(min(c, 1.0))}
+            for d, f, c in zip(diameters, fractions, cumulative)
+        ],
+        "weighting": "pore volume",
+    }
+
+
+def _notes(two_d: bool) -> list[str]:
+    notes = [
+        "connected porosity: pore clusters (face-connected) touching both faces of an axis; "
+        "isolated porosity = porosity - connected porosity",
+        "Euler number: pore space 26-connected" if not two_d else "Euler number: pore space 8-connected (2D)",
+        "pore size: local thickness (diameter of the largest inscribed ball), weighted by pore volume",
+    ]
+    if two_d:
+        notes += [
+            "one slice, measured in 2D: specific surface area is perimeter per unit area; local thickness "
+            "uses discs; connectivity and REV are within the slice (z entries are null)",
+        ]
+    return notes
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _get(report: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = report
+    for key in path:
+        value = value[key]
+    return value
+
+
+def _unit_of(label: str, unit: str) -> str:
+    if label.startswith("specific surface area"):
+        return f"1/{unit}"
+    if label.endswith("size"):
+        return unit
+    return ""
+
+
+def _show(label: str, value: Any, unit: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if label.endswith("porosity") or label.startswith("fraction"):
+        return f"{100 * value:.2f} %"
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    unit_text = _unit_of(label, unit)
+    return f"{value:.4g} {unit_text}".strip()

@@ -1,0 +1,106 @@
+"""Voxel size: parsed from text (``2.5um``, ``2.5 µm``, ``0.0025mm``, ``5,2.5,2.5um``) or read from a TIFF.
+
+One home for the rule, used by the command line, the widgets and the readers. A voxel size is
+``(z, y, x)`` edges and a unit; lengths stay in the unit they were given in (no conversion),
+except TIFF resolution tags in centimetres, which are turned into micrometres.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Union
+
+from .errors import ConfigError
+
+#: Unit spellings -> the canonical name written in reports.
+UNITS = {
+    "nm": "nm", "nanometer": "nm", "nanometre": "nm", "nanometers": "nm", "nanometres": "nm",
+    "um": "um", "µm": "um", "μm": "um", "micron": "um", "microns": "um", "micrometer": "um",
+    "micrometre": "um", "micrometers": "um", "micrometres": "um", "\\u00b5m": "um",
+    "mm": "mm", "millimeter": "mm", "millimetre": "mm", "millimeters": "mm", "millimetres": "mm",
+    "cm": "cm", "centimeter": "cm", "centimetre": "cm", "m": "m", "meter": "m", "metre": "m",
+    "px": "px", "pixel": "px", "pixels": "px", "voxel": "px", "voxels": "px",
+}
+
+_NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
+_PATTERN = re.compile(rf"^\s*({_NUMBER}(?:\s*[,x×]\s*{_NUMBER}){{0,2}})\s*([^\d\s,].*)?$")
+
+VoxelSize = tuple[tuple[float, float, float], str]
+
+
+def parse_voxel_size(text: str) -> VoxelSize:
+    """Parse ``"2.5um"``, ``"2.5 µm"``, ``"0.0025mm"`` or ``"5,2.5,2.5 um"`` (z, y, x).
+
+    A number without a unit is in pixels (``px``). One number means a cubic voxel.
+
+    Returns
+    -------
+    (z, y, x), unit
+
+    Raises
+    ------
+    ConfigError
+        Naming the text and what would be valid.
+    """
+    match = _PATTERN.match(str(text))
+    unit_text = (match.group(2) or "px").strip().lower() if match else ""
+    if not match or unit_text not in UNITS:
+        raise ConfigError(
+            f"voxel size {text!r}: expected a positive number and a unit, such as 2.5um, '2.5 µm', 0.0025mm, "
+            f"or three numbers z,y,x such as 5,2.5,2.5um (units: nm, um, mm, cm, m, px)"
+        )
+    numbers = [float(n) for n in re.split(r"\s*[,x×]\s*", match.group(1).strip())]
+    if len(numbers) == 2 or not all(n > 0 for n in numbers):
+        raise ConfigError(f"voxel size {text!r}: give one edge or three (z, y, x), all above zero")
+    sizes = tuple(numbers * 3 if len(numbers) == 1 else numbers)
+    return sizes, UNITS[unit_text]  # type: ignore[return-value]
+
+
+def read_voxel_size(path: Union[str, Path]) -> VoxelSize | None:
+    """The voxel size a TIFF carries, or None when it carries none.
+
+    ImageJ metadata (``unit``, ``spacing`` for z) with the X/YResolution tags (pixels per unit)
+    is read first; plain TIFF resolution tags count only in centimetres (converted to um): an
+    inch resolution is the 72/96/300 dpi that image editors write, not a voxel size. For a folder
+    of slices, the first slice in name order is read. z defaults to the y edge when the file has
+    no spacing.
+    """
+    import tifffile
+    from natsort import natsorted
+
+    path = Path(path)
+    if path.is_dir():
+        files = natsorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+        if not files:
+            return None
+        path = files[0]
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            ij = tif.imagej_metadata or {}
+            x_res, y_res = page.tags.get("XResolution"), page.tags.get("YResolution")
+            res_unit = page.tags.get("ResolutionUnit")
+            res_unit = int(res_unit.value) if res_unit is not None else 2
+            x_res, y_res = (_rational(t.value) if t is not None else None for t in (x_res, y_res))
+    except (OSError, ValueError, tifffile.TiffFileError):
+        return None  # unreadable files are refused by the volume readers, with their own message
+    unit = UNITS.get(str(ij.get("unit", "")).strip().lower())
+    if unit is not None and unit != "px":
+        y = 1 / y_res if y_res else 1.0
+        x = 1 / x_res if x_res else y
+        z = float(ij.get("spacing", y))
+        return (z, y, x), unit
+    if res_unit == 3 and x_res and y_res:  # centimetre
+        y, x = 1e4 / y_res, 1e4 / x_res
+        return (y, y, x), "um"
+    return None
+
+
+def _rational(value) -> float | None:
+    """A TIFF RATIONAL tag value ``(numerator, denominator)`` (or a number) as a float; None if 0."""
+    if isinstance(value, tuple):
+        number = value[0] / value[1] if value[1] else 0.0
+    else:
+        number = float(value)
+    return number or None

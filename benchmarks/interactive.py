@@ -13,6 +13,10 @@ Arms, on the same simulated scribbles, in one run on one machine (issue 11):
 - ``dense``: the project's network on the dense labels of all 7 training slices.
 
 Everything is tested on the whole of slices 0 and 9; seconds are wall-clock from the click.
+- ``finetune``: after the scribbles arm, the largest wrong regions of a training slice are
+  painted with their true class and the model is fine-tuned exactly as the Correct widget does.
+
+The user looks at held-out slice 0 while training: its live previews are scored too.
 Usage: ``python benchmarks/interactive.py [--budget 600] [--precision auto|float32] [--quick]``.
 """
 
@@ -45,6 +49,12 @@ BRUSH_RADIUS = 5
 PAINTED_SHARE = 0.01
 #: Times (s from the click) at which the curves are read.
 REPORT_AT = (15, 30, 60, 120, 300)
+#: The slice the user looks at while training: a held-out one, so its preview can be scored.
+PREVIEW_SLICE = 0
+#: The slice corrected in the fine-tune arm (a training slice without scribbles) ...
+CORRECT_SLICE = 2
+#: ... in its largest wrong regions.
+CORRECTED_REGIONS = 10
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,50 +161,196 @@ def random_forest_arm(images: np.ndarray, masks: np.ndarray, painted: np.ndarray
             "first_slice_s": round(first, 1), "seconds": round(seconds, 1), "cpu_s": round(_cpu_self() - cpu0, 1)}
 
 
-def network_arm(images: np.ndarray, targets: np.ndarray, config: Any, budget_s: float, workdir: Path,
-                test_images: np.ndarray, test_masks: np.ndarray) -> dict[str, Any]:
-    """Train in the engine process as the widget does; snapshot every best checkpoint with its time."""
+def start_engine() -> Any:
+    """The engine process with TensorFlow imported: it is running before the user clicks Train
+    (the widget starts it to show the device), so its start-up is not on the clock."""
     from napari_sandseg._widgets._engine import EngineProcess
-    from napari_sandseg.classmap import ClassMap
 
     engine = EngineProcess()
-    # The engine is already running when the user clicks Train (the widget starts it to show
-    # the device): start it and import TensorFlow before the clock starts.
     list(engine.run("device", cancel=threading.Event()))
+    return engine
+
+
+def network_arm(engine: Any, images: np.ndarray, targets: np.ndarray, config: Any, budget_s: float, workdir: Path,
+                test_images: np.ndarray, test_masks: np.ndarray, preview_z: int, preview_truth: np.ndarray) -> dict[str, Any]:
+    """Train in the engine process as the widget does, previewing slice ``preview_z`` (held out).
+
+    Every best checkpoint is copied with its time (the curve); every live preview is scored
+    against ``preview_truth`` with its time, with the share of the slice that changed since the
+    previous preview (the widget's label-free figure) and, on epoch ends, the validation IoU the
+    widget shows.
+    """
+    from napari_sandseg.classmap import ClassMap
+    from napari_sandseg.metrics import changed_share
+
     out = workdir / "model.keras"
     cancel = threading.Event()
     snapshots: list[tuple[float, Path]] = []
     epochs: list[dict[str, Any]] = []
+    previews: list[dict[str, Any]] = []
     seen_mtime = None
+    last = None
     cpu0 = _cpu_of(engine.pid)
     t0 = time.perf_counter()
     wall0 = time.time()
-    gen = engine.run("train", images, targets, ClassMap(tuple(range(N_CLASSES))), config, out, None, cancel=cancel)
-    try:
-        for event in gen:
-            now = time.perf_counter() - t0
-            if out.exists() and out.stat().st_mtime != seen_mtime:
-                seen_mtime = out.stat().st_mtime
-                copy = workdir / f"snap-{len(snapshots)}.keras"
-                shutil.copy2(out, copy)
-                shutil.copy2(out.with_suffix(".json"), copy.with_suffix(".json"))
-                snapshots.append((round(seen_mtime - wall0, 1), copy))
-            if getattr(event, "kind", "") == "epoch":
-                epochs.append({"epoch": event.epoch + 1, "s": round(now, 1),
-                               "shown_val_mean_iou": event.logs.get("val_mean_iou"), "loss": event.loss})
-            if now > budget_s and not cancel.is_set():
-                cancel.set()
-    finally:
-        cpu = _cpu_of(engine.pid) - cpu0
-        seconds = time.perf_counter() - t0
-        engine.shutdown()
+    gen = engine.run("train", images, targets, ClassMap(tuple(range(N_CLASSES))), config, out, None, cancel=cancel,
+                     preview_z=preview_z)
+    for event in gen:
+        now = time.perf_counter() - t0
+        if out.exists() and out.stat().st_mtime != seen_mtime:
+            seen_mtime = out.stat().st_mtime
+            copy = workdir / f"snap-{len(snapshots)}.keras"
+            shutil.copy2(out, copy)
+            shutil.copy2(out.with_suffix(".json"), copy.with_suffix(".json"))
+            snapshots.append((round(seen_mtime - wall0, 1), copy))
+        kind = getattr(event, "kind", "")
+        if kind == "epoch":
+            epochs.append({"epoch": event.epoch + 1, "s": round(now, 1),
+                           "shown_val_mean_iou": event.logs.get("val_mean_iou"), "loss": event.loss})
+        if getattr(event, "preview", None) is not None:
+            at = event.epoch + 1 if kind == "epoch" else event.epoch + (event.batch + 1) / max(event.batches, 1)
+            previews.append({"s": round(now, 1), "epoch": round(at, 2),
+                             "slice_mean_iou": score(preview_truth[None], np.asarray(event.preview)[None])["mean_iou"],
+                             "changed_share": None if last is None else changed_share(last, event.preview),
+                             "shown_val_mean_iou": event.logs.get("val_mean_iou") if kind == "epoch" else None})
+            last = np.asarray(event.preview)
+        if now > budget_s and not cancel.is_set():
+            cancel.set()
+    cpu = _cpu_of(engine.pid) - cpu0
+    seconds = time.perf_counter() - t0
     curve, per_class = [], []
     for at, path in snapshots:
         result = predict_and_score(path, test_images, test_masks)
         curve.append([at, result["mean_iou"]])
         per_class.append({"s": at, **result})
-    return {"curve": curve, "snapshots": per_class, "epochs": epochs, "seconds": round(seconds, 1),
-            "engine_cpu_s": round(cpu, 1), "config": config.to_dict()}
+    return {"curve": curve, "snapshots": per_class, "epochs": epochs, "previews": previews,
+            "preview_first_s": previews[0]["s"] if previews else None, "seconds": round(seconds, 1),
+            "engine_cpu_s": round(cpu, 1), "config": config.to_dict(), "model": str(out)}
+
+
+def tracking(previews: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the widget's two figures follow the true quality of the previewed (held-out) slice.
+
+    Spearman rank correlations over the run: the validation IoU on painted pixels (epoch
+    ends) and the label-free "share changed since the previous preview" (negated: less change,
+    better), each against the previewed slice's true mean IoU.
+    """
+    from scipy.stats import spearmanr
+
+    def rho(pairs: list[tuple[float, float]]) -> float | None:
+        if len(pairs) < 3:
+            return None
+        value = spearmanr(*zip(*pairs)).statistic
+        return None if not np.isfinite(value) else round(float(value), 3)
+
+    shown = [(p["shown_val_mean_iou"], p["slice_mean_iou"]) for p in previews if p["shown_val_mean_iou"] is not None]
+    change = [(-p["changed_share"], p["slice_mean_iou"]) for p in previews if p["changed_share"] is not None]
+    return {"shown_val_mean_iou_vs_true": rho(shown), "minus_changed_share_vs_true": rho(change),
+            "n_epoch_ends": len(shown), "n_preview_pairs": len(change),
+            "shown_minus_true_at_epoch_ends": [round(a - b, 3) for a, b in shown]}
+
+
+def simulate_corrections(truth: np.ndarray, pred: np.ndarray, seed: int, n_regions: int = CORRECTED_REGIONS
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Strokes a user paints to correct a slice: in the largest wrong regions, the true class.
+
+    Up to 3 brush dabs in each of the ``n_regions`` regions of :func:`worst_regions`, clipped to
+    the region's most common true class. Returns the Labels values of the slice after painting
+    (the prediction + 1, overpainted with truth + 1 where painted) and the painted mask.
+    """
+    from scipy import ndimage
+    from skimage.morphology import disk
+
+    rng = np.random.default_rng(seed)
+    regions = worst_regions(truth, pred, n_regions)
+    painted = np.zeros(truth.shape, dtype=bool)
+    labels, n = ndimage.label(regions)
+    for r in range(1, n + 1):
+        region = labels == r
+        depth = ndimage.distance_transform_edt(region)
+        inside = np.argwhere(depth >= min(3, depth.max()))
+        dots = np.zeros_like(region)
+        for y, x in inside[rng.choice(len(inside), size=min(3, len(inside)), replace=False)]:
+            dots[y, x] = True
+        stroke = ndimage.binary_dilation(dots, disk(BRUSH_RADIUS)) & region
+        # One class per stroke, as a user paints: the region's most common true class.
+        k = np.bincount(truth[region]).argmax()
+        painted |= stroke & (truth == k)
+    values = pred.astype(np.int64) + 1
+    values[painted] = truth[painted] + 1
+    return values, painted
+
+
+def worst_regions(truth: np.ndarray, pred: np.ndarray, n_regions: int) -> np.ndarray:
+    """The ``n_regions`` largest connected regions where ``pred`` is wrong (what a user corrects)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(truth != pred, structure=np.ones((3, 3)))
+    if n == 0:
+        return np.zeros(truth.shape, dtype=bool)
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.argsort(sizes)[::-1][:n_regions] + 1
+    return np.isin(labels, keep)
+
+
+def finetune_arm(engine: Any, images: np.ndarray, masks: np.ndarray, painted_labels: np.ndarray, config: Any,
+                 model_path: Path, workdir: Path, seed: int) -> dict[str, Any]:
+    """Correct the worst regions of slice :data:`CORRECT_SLICE` and fine-tune exactly as the Correct widget does.
+
+    The clock starts at the click and stops when the slice in view is re-segmented on screen
+    (``finetune_s``) and when the whole stack is (``stack_s``). Reported: the corrected
+    regions' pixel accuracy and the held-out mean IoU, before and after.
+    """
+    from napari_sandseg._widgets._correct_widget import (
+        FINETUNE_EPOCHS, SliceReady, finetune_config, finetune_job, keep_corrections_in_training, merge_corrections)
+    from napari_sandseg._widgets._state import TrainingData
+    from napari_sandseg.classmap import ClassMap
+    from napari_sandseg.model import load_model
+    from napari_sandseg.predict import predict_volume
+
+    z = CORRECT_SLICE
+    model, info = load_model(model_path)
+    before = predict_volume(model, images, info, batch_size=2).labels
+    values, painted = simulate_corrections(masks[z], before[z], seed)
+    regions = worst_regions(masks[z], before[z], CORRECTED_REGIONS)
+    layer = before.astype(np.int64) + 1
+    layer[z] = values
+    class_map = ClassMap(tuple(range(N_CLASSES)))
+    training = TrainingData(images, painted_labels, class_map, config, "images", "masks")
+    cpu0 = _cpu_of(engine.pid)
+    clicked = time.perf_counter()
+    data = merge_corrections(images, layer, {z: painted}, "images", training)
+    ft_config = finetune_config(config, FINETUNE_EPOCHS, bool(np.any(data.targets == 0)))
+    data = keep_corrections_in_training(data, ft_config)
+    gen = finetune_job(engine, data, class_map, ft_config, model_path, workdir / "finetuned.keras", images, "images",
+                       z, 8, workdir, threading.Event())
+    slice_s = None
+    try:
+        while True:
+            item = next(gen)
+            if isinstance(item, SliceReady):
+                slice_s = time.perf_counter() - clicked
+                on_screen = item.labels
+    except StopIteration as stop:
+        outcome = stop.value
+    stack_s = time.perf_counter() - clicked
+    after = outcome.segmentation.labels
+
+    def region_accuracy(pred: np.ndarray) -> float:
+        return float((pred[regions] == masks[z][regions]).mean())
+
+    test = list(TEST_SLICES)
+    return {
+        "finetune_s": round(slice_s, 1), "stack_s": round(stack_s, 1), "engine_cpu_s": round(_cpu_of(engine.pid) - cpu0, 1),
+        "slice": z, "painted_pixels": int(painted.sum()), "corrected_region_pixels": int(regions.sum()),
+        "corrected_region_accuracy": {"before": round(region_accuracy(before[z]), 4),
+                                      "after": round(region_accuracy(after[z]), 4)},
+        "slice_shown_first_equals_stack": bool(np.array_equal(on_screen, after[z])),
+        "held_out_mean_iou": {"before": score(masks[test], before[test])["mean_iou"],
+                              "after": score(masks[test], after[test])["mean_iou"]},
+        "held_out_after": score(masks[test], after[test]),
+        "config": ft_config.to_dict(),
+    }
 
 
 def predict_and_score(path: Path, images: np.ndarray, masks: np.ndarray) -> dict[str, Any]:
@@ -257,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default=None, help="force a training precision (float32: the AVX2-class figure)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run on a 256 x 256 corner")
-    parser.add_argument("--arms", default="random_forest,project,dense")
+    parser.add_argument("--arms", default="random_forest,project,finetune,dense")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     from napari_sandseg.config import TrainConfig
@@ -279,22 +435,41 @@ def main(argv: list[str] | None = None) -> int:
             rf = random_forest_arm(images, masks, painted, args.seed)
             results["scribbles"]["random_forest"] = rf
             print(f"random forest: mean IoU {rf['mean_iou']:.3f} after {rf['seconds']} s ({rf['per_class_iou']})", flush=True)
-        if "project" in arms:
-            cfg = TrainConfig.default(test_fraction=0.0, sparse=True, seed=args.seed, **overrides)
-            (tmp / "scribbles").mkdir()
-            net = network_arm(images, painted, cfg, args.budget, tmp / "scribbles", test_images, test_masks)
-            net["at"] = at_times(net["curve"])
-            results["scribbles"]["project"] = net
-            print(f"network from scribbles: {net['at']}", flush=True)
-        if "dense" in arms:
-            cfg = TrainConfig.default(test_fraction=0.0, seed=args.seed, **overrides)
-            (tmp / "dense").mkdir()
-            idx = list(TRAIN_SLICES)
-            dense = network_arm(images[idx], masks[idx], cfg, args.budget, tmp / "dense", test_images, test_masks)
-            dense["at"] = at_times(dense["curve"])
-            dense["time_to"] = {str(level): first_time_at(dense["curve"], level) for level in (0.85, 0.88, 0.90)}
-            results["dense"] = dense
-            print(f"network from dense labels: {dense['at']}, time to {dense['time_to']}", flush=True)
+        engine = start_engine() if {"project", "dense"} & set(arms) else None
+        preview_truth = masks[PREVIEW_SLICE]
+        try:
+            if "project" in arms:
+                cfg = TrainConfig.default(test_fraction=0.0, sparse=True, seed=args.seed, **overrides)
+                (tmp / "scribbles").mkdir()
+                net = network_arm(engine, images, painted, cfg, args.budget, tmp / "scribbles", test_images,
+                                  test_masks, PREVIEW_SLICE, preview_truth)
+                net["at"] = at_times(net["curve"])
+                net["tracking"] = tracking(net["previews"])
+                results["scribbles"]["project"] = net
+                print(f"network from scribbles: {net['at']}; first preview {net['preview_first_s']} s; "
+                      f"tracking {net['tracking']}", flush=True)
+                if "finetune" in arms:
+                    (tmp / "finetune").mkdir()
+                    ft = finetune_arm(engine, images, masks, painted, cfg, Path(net["model"]), tmp / "finetune", args.seed)
+                    results["finetune"] = ft
+                    print(f"fine-tune: slice on screen {ft['finetune_s']} s, stack {ft['stack_s']} s, corrected regions "
+                          f"{ft['corrected_region_accuracy']}, held-out {ft['held_out_mean_iou']}", flush=True)
+            if "dense" in arms:
+                cfg = TrainConfig.default(test_fraction=0.0, seed=args.seed, **overrides)
+                (tmp / "dense").mkdir()
+                # The whole stack, the test slices unannotated (never trained on), so the slice in view
+                # can be a held-out one as in the scribbles arm.
+                dense_targets = masks.astype(np.int64)
+                dense_targets[list(TEST_SLICES)] = -1
+                dense = network_arm(engine, images, dense_targets, cfg, args.budget, tmp / "dense", test_images,
+                                    test_masks, PREVIEW_SLICE, preview_truth)
+                dense["at"] = at_times(dense["curve"])
+                dense["time_to"] = {str(level): first_time_at(dense["curve"], level) for level in (0.85, 0.88, 0.90)}
+                results["dense"] = dense
+                print(f"network from dense labels: {dense['at']}, time to {dense['time_to']}", flush=True)
+        finally:
+            if engine is not None:
+                engine.shutdown()
     rf_final = results["scribbles"].get("random_forest", {}).get("mean_iou")
     net_curve = results["scribbles"].get("project", {}).get("curve", [])
     results["targets"] = {
@@ -304,8 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         "dense_at_300s": results["dense"].get("at", {}).get("300s"),
     }
     results.update({
-        "preview_first_s": None,  # no live preview yet: the first segmentation comes with the first checkpoint
-        "finetune_s": None,  # not measured yet
+        "preview_first_s": results["scribbles"].get("project", {}).get("preview_first_s"),
+        "finetune_s": results.get("finetune", {}).get("finetune_s"),
         "first_checkpoint_s": net_curve[0][0] if net_curve else None,
         "protocol": {"scribble_slices": SCRIBBLE_SLICES, "test_slices": TEST_SLICES, "train_slices": TRAIN_SLICES,
                      "brush_radius": BRUSH_RADIUS, "painted_share": PAINTED_SHARE, "seed": args.seed,

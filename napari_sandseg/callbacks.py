@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
+import time
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -107,6 +108,49 @@ def validation_mean_iou(
     return float(report_from_confusion(cm)["mean_iou"])
 
 
+#: The first live preview comes at the first batch end this many seconds after training starts
+#: (graph tracing included), so the user sees a segmentation well before the first epoch ends.
+PREVIEW_FIRST_S = 10.0
+#: Later previews within an epoch: at most this share of the training time goes to them ...
+PREVIEW_SHARE = 0.05
+#: ... and they come no more often than this.
+PREVIEW_EVERY_S = 15.0
+
+
+class PreviewClock:
+    """When a live preview is due: soon after training starts, then every few seconds within budget.
+
+    Previews run on the training thread, so their cost is training time lost: one is due when
+    :data:`PREVIEW_EVERY_S` have passed since the last one and the last one's cost is at most
+    :data:`PREVIEW_SHARE` of that time (the issue's budget is 10 % of throughput).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.started: float | None = None
+        self.last: float | None = None  # when the last preview ended
+        self.cost = 0.0  # seconds the last preview took
+
+    def start(self) -> None:
+        """Training starts now (before the step function is traced)."""
+        self.started = self.clock()
+
+    def due(self) -> bool:
+        """Whether a preview is due at this batch end."""
+        now = self.clock()
+        if self.last is None:
+            return self.started is not None and now - self.started >= PREVIEW_FIRST_S
+        return now - self.last >= max(PREVIEW_EVERY_S, self.cost / PREVIEW_SHARE)
+
+    def take(self, preview: Callable[[], Any]) -> Any:
+        """Run ``preview()``, timing it; returns its result."""
+        begun = self.clock()
+        shown = preview()
+        self.last = self.clock()
+        self.cost = self.last - begun
+        return shown
+
+
 def make_callbacks(
     state: RunState,
     events: "queue.Queue[Any]",
@@ -150,7 +194,8 @@ def make_callbacks(
         one device or several replicas).
     preview : callable, optional
         ``preview()`` -> ``(z, class ids of slice z)`` with the current weights, or None; its
-        result rides on each whole epoch's event (a live preview for the user).
+        result rides on each whole epoch's event and, within an epoch, on a batch event
+        whenever :class:`PreviewClock` says one is due (a live preview for the user).
     """
     from ._tf import keras as _keras_module
     keras = _keras_module()
@@ -176,17 +221,30 @@ def make_callbacks(
         state.cancelled = True
         state.partial_epoch = epoch
 
+    clock = PreviewClock()
+
+    def _preview_if(due: bool) -> tuple[int, np.ndarray] | None:
+        if preview is None or state.stopping() or not due:
+            return None
+        return clock.take(preview)
+
     class Progress(keras.callbacks.Callback):
-        """Pushes batch/epoch events and stops at the next batch end once cancel is set."""
+        """Pushes batch/epoch events (with live previews) and stops at the next batch end once cancel is set."""
+
+        def on_train_begin(self, logs=None):
+            clock.start()
 
         def on_train_batch_end(self, batch, logs=None):
             logs = {k: _float(v) for k, v in (logs or {}).items()}
             epoch = self._epoch
             done = epoch * batches + batch + 1
+            # Within an epoch when due; its last batch leaves it to the epoch's end, which always previews.
+            shown = _preview_if(preview is not None and batch + 1 < batches and clock.due())
             events.put(
                 TrainEvent(
                     "batch", epoch, epochs, batch, batches, logs.get("loss"), None, logs,
                     min(done / (epochs * batches), 1.0), f"epoch {epoch + 1}/{epochs}, batch {batch + 1}/{batches}",
+                    preview=None if shown is None else shown[1], preview_z=None if shown is None else shown[0],
                 )
             )
             if (state.cancel.is_set() or state.abort.is_set()) and not self.model.stop_training:
@@ -226,7 +284,7 @@ def make_callbacks(
             msg = f"epoch {epoch + 1}/{epochs}: loss {_fmt(logs.get('loss'))}, validation loss {_fmt(logs.get('val_loss'))}"
             if logs.get("val_mean_iou") is not None:
                 msg += f", validation mean IoU {logs['val_mean_iou']:.3f}"
-            shown = preview() if preview is not None and not state.stopping() else None
+            shown = _preview_if(True)
             events.put(
                 TrainEvent(
                     "epoch", epoch, epochs, -1, batches, logs.get("loss"), logs.get("val_loss"), logs,

@@ -38,8 +38,9 @@ class TrainEvent:
     message : str
         Human-readable status line.
     preview : ndarray or None
-        ``epoch`` events of a run asked for a live preview: the class ids (2D) of slice
-        ``preview_z`` segmented with the epoch's weights.
+        In a run asked for a live preview, on every ``epoch`` event and on a ``batch`` event
+        every few seconds within an epoch (see :class:`napari_sandseg.callbacks.PreviewClock`):
+        the class ids (2D) of slice ``preview_z`` segmented with the current weights.
     preview_z : int or None
         The slice of ``preview``.
     """

@@ -137,6 +137,30 @@ def per_slice_iou(truth_ids: np.ndarray, pred_ids: np.ndarray, n_classes: int) -
     return _mean_iou_per_slice(_slice_confusions(truth_ids, pred_ids, n_classes))
 
 
+def changed_share(before: np.ndarray, after: np.ndarray) -> float:
+    """Share of pixels whose class changed between two segmentations of the same slice.
+
+    A training figure that needs no labels: while a model trained on a few strokes is still
+    learning, its segmentation of a slice keeps changing; once the share stays near 0, more
+    training of the same kind will not change what the user sees. Unlike a validation IoU on
+    painted pixels, it looks at every pixel of the slice.
+
+    Parameters
+    ----------
+    before, after : ndarray
+        Class ids (or label values) of the same shape.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    before, after = np.asarray(before), np.asarray(after)
+    if before.shape != after.shape:
+        raise ValueError(f"segmentations of shape {before.shape} and {after.shape} cannot be compared")
+    return float(np.count_nonzero(before != after)) / max(before.size, 1)
+
+
 def report_from_confusion(
     cm: np.ndarray,
     class_values: Sequence[int] | None = None,

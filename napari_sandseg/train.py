@@ -100,10 +100,10 @@ def train(
     cancel : threading.Event, optional
         Set it to stop at the next batch end; the best weights so far are kept and saved.
     preview : callable, optional
-        ``preview()`` -> the index of a slice of ``images`` (or None): after every whole epoch
-        that slice is segmented with the current weights and sent on the epoch's event
-        (``TrainEvent.preview``), so a user can watch it improve. Called at each epoch end, so
-        the slice may change during the run.
+        ``preview()`` -> the index of a slice of ``images`` (or None): soon after training
+        starts, every few seconds within long epochs and after every whole epoch, that slice
+        is segmented with the current weights and sent on the event (``TrainEvent.preview``),
+        so a user can watch it improve. Called each time, so the slice may change during the run.
 
     Yields
     ------

@@ -175,8 +175,8 @@ def train_job(images: np.ndarray, targets: np.ndarray, class_map: Any, config: A
               init_model: Path | None, cancel: Any, preview_z: int | None = None) -> Generator[Any, None, TrainSummary]:
     """The engine's training generator; the trained model stays cached here under its path.
 
-    With ``preview_z``, every epoch's event carries that slice segmented with the epoch's
-    weights; napari moves it with ``EngineProcess.set_control("preview_z", z)``.
+    With ``preview_z``, the live-preview events (see ``TrainEvent.preview``) carry that slice
+    segmented with the current weights; napari moves it with ``EngineProcess.set_control("preview_z", z)``.
     """
     from .._tf import configure_gpu
     from ..train import train

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 from .._layers import class_map_from_metadata, default_class_map, dense_ids, labels_layer_data
 from ..classmap import ClassMap
 from ..errors import SandsegError
-from ..metrics import format_figure, metric_label
+from ..metrics import changed_share, format_figure, metric_label
 from ._annotation import AnnotationPanel, is_annotation
 from ._engine import EngineProcess
 from ._common import CommandBox, LayerPicker, SandsegWidget, plain_metric_names
@@ -41,6 +41,8 @@ from ._workers import Job
 #: are reproduced (0.97 while whole held-out slices scored 0.67 in benchmarks/interactive.py),
 #: not the segmentation.
 PAINTED_ONLY = "on the painted pixels only; not the segmentation's quality"
+#: The plotted share of the previewed slice that changed since the previous preview.
+PREVIEW_CHANGE = "share of the preview slice changed"
 
 
 @dataclass
@@ -363,6 +365,10 @@ class TrainWidget(SandsegWidget):
         self._epoch_loss: list[float] = []
         self._epoch_val: list[float] = []
         self._epoch_iou: list[float] = []
+        self._change_x: list[float] = []
+        self._change: list[float] = []
+        self._last_preview: tuple[int, np.ndarray] | None = None  # (z, class ids)
+        self._preview_note = ""
         self.plot.clear()
 
     def _on_event(self, ev: Any) -> None:
@@ -384,6 +390,9 @@ class TrainWidget(SandsegWidget):
                 self._batch_x.append(ev.epoch + (ev.batch + 1) / max(ev.batches, 1))
                 self._batch_loss.append(ev.loss)
                 self.plot.set_series(f"{metric_label('loss')} (per batch)", self._batch_x, self._batch_loss, "#9db4c8")
+            if ev.preview is not None:  # a preview within a long epoch
+                self._show_preview(ev, ev.epoch + (ev.batch + 1) / max(ev.batches, 1))
+                self.show_progress(f"{ev.message}: {self._preview_note}")
         elif ev.kind == "epoch":
             self.epoch_bar.setValue(ev.epoch + 1)
             self._epoch_x.append(ev.epoch + 1)
@@ -395,12 +404,13 @@ class TrainWidget(SandsegWidget):
             self._epoch_iou.append(iou if iou is not None else np.nan)
             if not np.all(np.isnan(self._epoch_iou)):
                 self.plot.set_series(self._iou_label(), self._epoch_x, self._epoch_iou, "#3aa655", points=True)
-            if ev.preview is not None and self._preview is not None:
-                name, shape, class_map = self._preview
-                show_preview(self.viewer, name, class_map, ev.preview_z, ev.preview, shape)
+            if ev.preview is not None:
+                self._show_preview(ev, ev.epoch + 1)
             text = epoch_text(ev)
             if self._sparse_run():
                 text += f" ({PAINTED_ONLY})"
+            if ev.preview is not None:
+                text += f"; {self._preview_note}"
             self.show_progress(text)
         elif ev.kind == "stopped":
             self._cut_short = ev.epoch
@@ -408,6 +418,29 @@ class TrainWidget(SandsegWidget):
                             "saving the kept weights ...")
         elif ev.kind == "done":
             self.show_progress(plain_metric_names(ev.message))
+
+    def _show_preview(self, ev: Any, x: float) -> None:
+        """Show a live preview, and plot how much of the slice changed since the last one.
+
+        The change needs no labels and looks at every pixel of the slice, so with painted
+        labels it says more about the segmentation than the validation IoU on the strokes: the
+        segmentation is still moving while it is high, and more of the same training will not
+        change what the user sees once it stays near 0.
+        """
+        if self._preview is None:
+            return
+        name, shape, class_map = self._preview
+        show_preview(self.viewer, name, class_map, ev.preview_z, ev.preview, shape)
+        before = self._last_preview
+        self._last_preview = (ev.preview_z, np.asarray(ev.preview))
+        if before is None or before[0] != ev.preview_z:
+            self._preview_note = f"preview of slice {ev.preview_z} shown"
+            return
+        share = changed_share(before[1], ev.preview)
+        self._change_x.append(x)
+        self._change.append(share)
+        self.plot.set_series(PREVIEW_CHANGE, self._change_x, self._change, "#b05cc8", points=True)
+        self._preview_note = f"preview of slice {ev.preview_z}: {100 * share:.1f} % of it changed since the last one"
 
     def _sparse_run(self) -> bool:
         """Whether the running (or last) training learnt from painted pixels only."""

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from . import rock_measures as rm
 from .classmap import MAX_CLASSES, check_integer_valued
-from .errors import InputError
+from .errors import InputError, SandsegWarning
 from .io import check_pair
 
 #: Name of the class that is pore space by default (as :data:`napari_sandseg.classmap.SANDSTONE_NAMES`).
@@ -254,6 +256,44 @@ def difference(truth: dict[str, Any], prediction: dict[str, Any]) -> dict[str, A
         "pore_size_distance": distance,
         "rev_size": _minus(prediction["rev_size"], truth["rev_size"]),
     }
+
+
+def analyze_files(
+    labels_path: str | Path,
+    truth_path: str | Path | None = None,
+    voxel_size: str | None = None,
+    pore: str | None = None,
+    **reading: Any,
+) -> dict[str, Any]:
+    """What ``sandseg analyze`` does: open the label file(s) lazily and measure them.
+
+    Parameters
+    ----------
+    labels_path : path-like
+        Label volume (TIFF, folder of TIFFs, zarr), read slab by slab where a measure streams.
+    truth_path : path-like, optional
+        Ground truth of the same shape; then the report is :func:`analyze_pair`'s.
+    voxel_size : str, optional
+        Text such as ``"2.5um"`` (:func:`napari_sandseg.units.parse_voxel_size`); by default the
+        voxel size the labels (else the truth) file carries, else 1 px with a warning.
+    pore : str, optional
+        Pore class value or name (:func:`pore_value`).
+    **reading
+        Reading options of :func:`napari_sandseg.lazy.open_volume`.
+    """
+    from .lazy import open_volume
+    from .units import resolve_voxel_size
+
+    paths = [Path(labels_path)] + ([Path(truth_path)] if truth_path is not None else [])
+    (sizes, unit), note = resolve_voxel_size(voxel_size, paths)
+    volumes = [open_volume(p, **reading) for p in paths]
+    if truth_path is None:
+        report = analyze(volumes[0], sizes, unit, pore=pore, source=str(paths[0]))
+    else:
+        report = analyze_pair(volumes[1], volumes[0], sizes, unit, pore=pore, sources=(str(paths[1]), str(paths[0])))
+    if note is not None:  # said once the measures succeeded, so an error stays the only line
+        warnings.warn(note, SandsegWarning, stacklevel=2)
+    return report
 
 
 #: Rows of the summary table and CSV: (label, key path, scale, format).

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--sparse", action="store_true", help="mask value 0 means 'not annotated' (ignored by the loss)")
-    p.add_argument("--init-model", type=Path, default=None, help="fine-tune from this model")
+    p.add_argument("--init-model", type=Path, default=None, help="fine-tune from this model (.keras, or a .zip package from export-model)")
     p.add_argument("--encoder-weights", choices=["none", "imagenet"], default=None)
     p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     p.add_argument("--strategy", choices=_strategy_names(), default=None,
@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(project preset: 384); none = one per slice")
 
     p = sub.add_parser("predict", help="segment an image stack with a trained model")
-    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path,
+                   help="model: a .keras file with its .json sidecar, or a bioimage.io package (.zip) from export-model")
     p.add_argument("--images", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="label stack to write (original class values)")
     p.add_argument("--probabilities", type=Path, default=None, help="also write float32 class probabilities (Z,Y,X,K)")
@@ -102,6 +103,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
 
+    p = sub.add_parser("analyze", help="rock properties of a label volume: porosity, connectivity, pore sizes, REV")
+    p.add_argument("--labels", required=True, type=Path, help="label volume (a prediction, or any segmentation)")
+    p.add_argument("--truth", type=Path, default=None,
+                   help="ground truth: measure both, side by side, with the differences")
+    p.add_argument("--voxel-size", default=None, metavar="SIZE",
+                   help="voxel edge with unit, e.g. 2.5um, '2.5 µm', 0.0025mm, or z,y,x: 5,2.5,2.5um "
+                   "(default: read from the TIFF, else 1 px)")
+    p.add_argument("--pore-class", default=None, metavar="VALUE|NAME",
+                   help="class value (or name) that is pore space (default: the lowest value)")
+    p.add_argument("--json", type=Path, default=None, help="also write the full report as JSON")
+    p.add_argument("--csv", type=Path, default=None, help="also write the summary as CSV")
+    p.add_argument("--overwrite", action="store_true", help="replace existing JSON/CSV files")
+
+    p = sub.add_parser("export-model", help="write a model as a bioimage.io model package (.zip) for ilastik, "
+                       "deepImageJ, QuPath and bioimage.io; needs the 'bioimageio' extra")
+    p.add_argument("--model", required=True, type=Path, help="model to export (.keras with its .json sidecar)")
+    p.add_argument("--out", required=True, type=Path, help="package to write (.zip)")
+    p.add_argument("--images", type=Path, default=None,
+                   help="stack whose slice becomes the test tensors and the cover (default: the bundled sample)")
+    p.add_argument("--slice", type=int, default=None, metavar="N", help="which slice of --images (default: the middle)")
+    p.add_argument("--name", default=None, help="package name (letters, digits, spaces, _+-(); default from the backbone)")
+    p.add_argument("--author", action="append", default=[], metavar="NAME", help="an author (repeat for several)")
+    p.add_argument("--license", default=None, metavar="SPDX",
+                   help="licence of the weights as an SPDX id, e.g. CC-BY-4.0 (default), MIT, CC0-1.0")
+    p.add_argument("--voxel-size", default=None, metavar="SIZE",
+                   help="pixel size of the training data, e.g. 2.5um (default: read from --images, else none)")
+    p.add_argument("--no-test", action="store_true",
+                   help="skip bioimageio.core's model test (the package is still validated against the spec)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing package")
+
     p = sub.add_parser("demo", help="sample -> short train -> predict -> evaluate on the bundled sample")
     p.add_argument("--out", type=Path, default=Path("sandseg-demo"), help="working folder (default ./sandseg-demo)")
     p.add_argument("--epochs", type=int, default=16, help="training epochs (default 16: about 45 s on 2 CPU cores)")
@@ -114,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Commands that read user volumes (images, masks, predictions): they take the reading options.
-_READS_VOLUMES = ("train", "predict", "evaluate")
+_READS_VOLUMES = ("train", "predict", "evaluate", "analyze")
 
 
 def _add_reading_options(parser: argparse.ArgumentParser) -> None:
@@ -517,6 +548,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Measure a label volume (and a ground truth); print the table, optionally write JSON/CSV."""
+    from .analyze import analyze_files, format_report, to_csv
+    from .io import atomic_write
+
+    for out in (args.json, args.csv):
+        if out is not None:
+            check_output(out, args.overwrite)
+    report = analyze_files(args.labels, args.truth, args.voxel_size, args.pore_class, **_reading(args))
+    print(format_report(report))
+    for out, text in ((args.json, lambda: json.dumps(report, indent=2)), (args.csv, lambda: to_csv(report))):
+        if out is not None:
+            with atomic_write(out, overwrite=args.overwrite) as tmp:
+                Path(tmp).write_text(text())
+            print(f"wrote {out}")
+    return 0
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    """Write a bioimage.io model package and print the reference tools' verdict on it."""
+    from .errors import ModelError
+    from .model_package import DEFAULT_LICENSE, PackageMetadata, export_package, validate_package
+    from .units import parse_voxel_size
+
+    check_output(args.out, args.overwrite)
+    meta = PackageMetadata(
+        name=args.name, authors=tuple(args.author), license=args.license or DEFAULT_LICENSE,
+        voxel_size=None if args.voxel_size is None else parse_voxel_size(args.voxel_size),
+    )
+    export_package(args.model, args.out, images=args.images, slice_index=args.slice, metadata=meta,
+                   overwrite=args.overwrite)
+    print(f"wrote {args.out}")
+    check = validate_package(args.out, test=not args.no_test)
+    print(check.summary)
+    if check.status == "failed" or (not args.no_test and not check.passed):
+        raise ModelError(f"{args.out}: bioimage.io validation status '{check.status}' (see the summary above)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole loop on the bundled sample, small enough for a laptop CPU."""
     import shutil
@@ -568,6 +638,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "predict": cmd_predict,
     "evaluate": cmd_evaluate,
+    "analyze": cmd_analyze,
+    "export-model": cmd_export_model,
     "demo": cmd_demo,
     "gui": cmd_gui,
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 from .errors import ConfigError
 
@@ -95,6 +95,23 @@ def read_voxel_size(path: Union[str, Path]) -> VoxelSize | None:
         y, x = 1e4 / y_res, 1e4 / x_res
         return (y, y, x), "um"
     return None
+
+
+def resolve_voxel_size(text: str | None, paths: Sequence[Union[str, Path]] = ()) -> tuple[VoxelSize, str | None]:
+    """The voxel size to measure with, and a note when there was none to be had.
+
+    ``text`` if given, else the first of ``paths`` that carries one (:func:`read_voxel_size`),
+    else 1 px and a note saying how to give it (the caller warns once its work has succeeded).
+    """
+    if text is not None:
+        return parse_voxel_size(text), None
+    for path in paths:
+        found = read_voxel_size(path)
+        if found is not None:
+            return found, None
+    names = " or ".join(Path(p).name for p in paths) or "the data"
+    note = f"{names} carries no voxel size; lengths are in pixels (px). Give one, e.g. --voxel-size 2.5um"
+    return ((1.0, 1.0, 1.0), "px"), note
 
 
 def _rational(value) -> float | None:

@@ -424,7 +424,8 @@ def load_model(path: str | os.PathLike, fused: bool = True):
     Parameters
     ----------
     path : path-like
-        The ``.keras`` file; its ``.json`` sidecar must sit next to it.
+        The ``.keras`` file; its ``.json`` sidecar must sit next to it. Or a bioimage.io model
+        package (``.zip``) written by :func:`napari_sandseg.model_package.export_package`.
     fused : bool
         Return the model with fused batch norms (:mod:`napari_sandseg.fused_bn`): same
         results, faster prediction and training on CPU.
@@ -443,6 +444,10 @@ def load_model(path: str | os.PathLike, fused: bool = True):
         it could run arbitrary code), or a sidecar that does not describe the model.
     """
     path = Path(path)
+    from .model_package import is_package, load_package
+
+    if is_package(path):  # a bioimage.io package written by model_package.export_package
+        return load_package(path, fused=fused)
     _check_model_file(path)
     info, recorded_sha = _read_sidecar(path)
     model = _load_keras(path, info)
@@ -480,6 +485,10 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         Missing or corrupt model file or sidecar.
     """
     path = Path(path)
+    from .model_package import is_package, read_package_info
+
+    if is_package(path):  # a bioimage.io package (see load_model)
+        return read_package_info(path)
     _check_model_file(path)
     return _read_sidecar(path)[0]
 

@@ -38,14 +38,36 @@ def is_zarr_path(path: str | os.PathLike) -> bool:
 class _TiffWriter:
     """One TIFF page per slice, so readers see a single ``(Z, Y, X[, K])`` series."""
 
-    def __init__(self, writer) -> None:
+    def __init__(self, writer, first_page: dict | None = None) -> None:
         self._writer = writer
+        self._first_page = first_page or {}  # tags only the first page carries (ImageJ description)
 
     def write(self, z0: int, slab: np.ndarray) -> None:
         extra = {"planarconfig": "contig"} if slab.ndim == 4 else {}
         for plane in slab:
             # contiguous=True: tifffile joins the pages into one series (slabs would not be).
-            self._writer.write(plane, contiguous=True, photometric="minisblack", **extra)
+            self._writer.write(plane, contiguous=True, photometric="minisblack", **extra, **self._first_page)
+            self._first_page = {k: v for k, v in self._first_page.items() if k == "resolution"}
+
+
+def imagej_voxel_tags(shape: tuple[int, ...], voxel_size) -> dict:
+    """First-page keywords of ``TiffWriter.write`` that carry a voxel size the ImageJ way.
+
+    The ImageJ description (``spacing`` = z edge, ``unit``) is written as the page's own
+    description, since tifffile's ImageJ mode cannot be fed one slice at a time; the y/x edges
+    go in the resolution tags (pixels per unit). ``voxel_size`` is ``((z, y, x), unit)``
+    (:mod:`napari_sandseg.units`); only ``(Z, Y, X)`` stacks in a physical unit get tags.
+    """
+    import tifffile
+
+    if voxel_size is None or len(shape) != 3 or voxel_size[1] == "px":
+        return {}
+    (z, y, x), unit = voxel_size
+    # ImageJ shows "micron" as µm; its other units are written as they are.
+    description = tifffile.imagej_description(
+        (1, shape[0], 1, shape[1], shape[2], 1), spacing=float(z), unit="micron" if unit == "um" else unit
+    )
+    return {"description": description, "metadata": None, "resolution": (1 / float(x), 1 / float(y))}
 
 
 class _ZarrWriter:
@@ -60,7 +82,7 @@ class _ZarrWriter:
 
 @contextlib.contextmanager
 def slab_writer(
-    path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype, overwrite: bool = False
+    path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype, overwrite: bool = False, voxel_size=None
 ) -> Iterator[SlabWriter]:
     """Open an atomic slab writer for ``path`` (``*.zarr`` -> zarr store, else TIFF).
 
@@ -74,6 +96,9 @@ def slab_writer(
         Output dtype.
     overwrite : bool
         Replace an existing file or store (else :class:`OutputError`).
+    voxel_size : ((z, y, x), unit), optional
+        Kept in a ``(Z, Y, X)`` TIFF as ImageJ ``spacing``/``unit`` and resolution tags
+        (:func:`imagej_voxel_tags`); ignored for zarr stores for now.
 
     Yields
     ------
@@ -91,7 +116,7 @@ def slab_writer(
         nbytes = int(np.prod(shape)) * dtype.itemsize
         with atomic_write(target, overwrite=overwrite) as tmp:
             with tifffile.TiffWriter(tmp, bigtiff=nbytes > BIGTIFF_BYTES) as tif:
-                yield _TiffWriter(tif)
+                yield _TiffWriter(tif, imagej_voxel_tags(tuple(shape), voxel_size))
         return
     yield from _zarr_writer(target, shape, dtype, overwrite)
 

@@ -302,3 +302,20 @@ def test_against_porespy():
 
     area = rm.specific_surface_area(as_labels(sphere), PORE, (1, 1, 1)) * sphere.size
     assert area == pytest.approx(mesh_surface_area(mesh.verts, mesh.faces), rel=0.01)
+
+
+@pytest.mark.parametrize("n_z", [3, 7])
+def test_label_stack_written_slab_by_slab_keeps_the_voxel_size(tmp_path, n_z):
+    from napari_sandseg.io import read_volume
+    from napari_sandseg.lazy import open_volume
+    from napari_sandseg.outputs import slab_writer
+
+    labels = (np.arange(n_z * 6 * 5).reshape(n_z, 6, 5) % 4).astype(np.uint8)
+    path = tmp_path / "labels.tif"
+    with slab_writer(path, labels.shape, labels.dtype, voxel_size=((5.0, 2.5, 2.0), "um")) as writer:
+        writer.write(0, labels[:2])
+        writer.write(2, labels[2:])
+    sizes, unit = read_voxel_size(path)
+    assert sizes == pytest.approx((5.0, 2.5, 2.0)) and unit == "um"
+    np.testing.assert_array_equal(read_volume(path), labels)  # 3 slices stay slices, not RGB
+    np.testing.assert_array_equal(open_volume(path)[1:3], labels[1:3])

@@ -15,7 +15,7 @@ import csv
 import io
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 
@@ -83,7 +83,7 @@ def check_voxel_size(voxel_size: Sequence[float]) -> tuple[float, float, float]:
     return sizes  # type: ignore[return-value]
 
 
-def analyze(
+def iter_analyze(
     labels: np.ndarray,
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     unit: str = NO_UNIT,
@@ -93,8 +93,7 @@ def analyze(
     values: Sequence[int] | None = None,
     n_sizes: int = 25,
     source: str = "labels",
-    progress: Callable[[int, int, str], None] | None = None,
-) -> dict[str, Any]:
+) -> Generator[tuple[int, int, str], None, dict[str, Any]]:
     """Measure a label volume: phase fractions, porosity and connectivity, surface areas, Euler
     number, pore-size distribution and REV.
 
@@ -118,8 +117,11 @@ def analyze(
         Ball radii tried by the local thickness.
     source : str
         What to call the volume in error messages.
-    progress : callable, optional
-        Called as ``progress(step, n_steps, name)`` before each step of :data:`STEPS`.
+
+    Yields
+    ------
+    (step, n_steps, name)
+        Before each step of :data:`STEPS` (a caller may stop between steps).
 
     Returns
     -------
@@ -139,25 +141,23 @@ def analyze(
     values = [int(v) for v in values]
     pore_class = pore_value(values, names, pore)
     two_d = rm.is_2d(labels.shape)
-    report_step = progress or (lambda step, total, name: None)
-
-    report_step(0, len(STEPS), STEPS[0])
+    yield 0, len(STEPS), STEPS[0]
     whole, per_slice = rm.phase_fractions(labels, values)
     porosity = float(whole[values.index(pore_class)])
-    report_step(1, len(STEPS), STEPS[1])
+    yield 1, len(STEPS), STEPS[1]
     ssa = {str(v): rm.specific_surface_area(labels, v, voxel_size) for v in values}
     rm.check_memory(labels.shape, "connectivity")
     pore_mask = np.zeros(labels.shape, dtype=bool)
     for z0 in range(0, labels.shape[0], rm.SLAB):
         pore_mask[z0 : z0 + rm.SLAB] = np.asarray(labels[z0 : z0 + rm.SLAB]) == pore_class
-    report_step(2, len(STEPS), STEPS[2])
+    yield 2, len(STEPS), STEPS[2]
     euler = rm.euler_number(pore_mask)
-    report_step(3, len(STEPS), STEPS[3])
+    yield 3, len(STEPS), STEPS[3]
     per_axis, percolates, connected = rm.connectivity(pore_mask)
-    report_step(4, len(STEPS), STEPS[4])
+    yield 4, len(STEPS), STEPS[4]
     rm.check_memory(labels.shape, "local thickness")
     diameters, fractions = rm.size_distribution(rm.local_thickness(pore_mask, voxel_size, n_sizes))
-    report_step(5, len(STEPS), STEPS[5])
+    yield 5, len(STEPS), STEPS[5]
     sizes, rev_porosity = rm.rev_curve(pore_mask, voxel_size)
     return {
         "voxel_size": list(voxel_size),
@@ -186,7 +186,28 @@ def analyze(
     }
 
 
-def analyze_pair(
+def analyze(labels: np.ndarray, *args: Any, progress: Callable[[int, int, str], None] | None = None,
+            **kwargs: Any) -> dict[str, Any]:
+    """:func:`iter_analyze` run to the end; ``progress(step, n_steps, name)`` is called before each step."""
+    return _drain(iter_analyze(labels, *args, **kwargs), progress)
+
+
+def analyze_pair(*args: Any, progress: Callable[[int, int, str], None] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """:func:`iter_analyze_pair` run to the end, as :func:`analyze`."""
+    return _drain(iter_analyze_pair(*args, **kwargs), progress)
+
+
+def _drain(steps: Generator[tuple[int, int, str], None, dict[str, Any]], progress) -> dict[str, Any]:
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(*step)
+
+
+def iter_analyze_pair(
     truth: np.ndarray,
     prediction: np.ndarray,
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
@@ -196,9 +217,10 @@ def analyze_pair(
     names: Sequence[str] = (),
     n_sizes: int = 25,
     sources: tuple[str, str] = ("truth", "prediction"),
-    progress: Callable[[int, int, str], None] | None = None,
-) -> dict[str, Any]:
+) -> Generator[tuple[int, int, str], None, dict[str, Any]]:
     """Measure a ground truth and a prediction on the same classes, with their differences.
+
+    A generator like :func:`iter_analyze` (steps of both sides, numbered on), returning the report.
 
     Both volumes are measured with the union of their class values (so a class one side lacks
     has fraction 0 there). ``difference`` holds prediction minus truth: ``porosity_pp``,
@@ -215,14 +237,18 @@ def analyze_pair(
     if len(names) != len(values):
         names = ()  # the names given belong to another class list; fall back to the values
 
-    def step(offset: int) -> Callable[[int, int, str], None] | None:
-        if progress is None:
-            return None
-        return lambda i, n, name: progress(offset + i, 2 * n, name)
-
     common = dict(pore=pore, names=names, values=values, n_sizes=n_sizes)
-    t = analyze(truth, voxel_size, unit, source=sources[0], progress=step(0), **common)
-    p = analyze(prediction, voxel_size, unit, source=sources[1], progress=step(len(STEPS)), **common)
+    sides = {}
+    for i, (name, volume, source) in enumerate(zip(("truth", "prediction"), (truth, prediction), sources)):
+        steps = iter_analyze(volume, voxel_size, unit, source=source, **common)
+        while True:
+            try:
+                step, n_steps, what = next(steps)
+            except StopIteration as stop:
+                sides[name] = stop.value
+                break
+            yield i * n_steps + step, 2 * n_steps, f"{name}: {what}"
+    t, p = sides["truth"], sides["prediction"]
     return {"voxel_size": t["voxel_size"], "unit": unit, "truth": t, "prediction": p, "difference": difference(t, p)}
 
 

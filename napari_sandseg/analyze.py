@@ -165,6 +165,7 @@ def iter_analyze(
         "shape": list(labels.shape),
         "dimensions": 2 if two_d else 3,
         "pore_class": pore_class,
+        "class_names": {str(v): str(n) for v, n in zip(values, names)} if len(names) == len(values) else {},
         "phase_fractions": {str(v): float(f) for v, f in zip(values, whole)},
         "phase_fractions_per_slice": {str(v): [float(f) for f in row] for v, row in zip(values, per_slice)},
         "porosity": porosity,
@@ -340,36 +341,56 @@ _SUMMARY = (
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     """``(label, value)`` rows of one :func:`analyze` report, for tables and CSV files."""
     rows: list[tuple[str, Any]] = []
+    names = report.get("class_names", {})
+
+    def named(value: str) -> str:
+        return f"{names[value]} ({value})" if value in names else f"class {value}"
+
     for value, fraction in report["phase_fractions"].items():
-        rows.append((f"fraction of class {value}", fraction))
+        rows.append((f"fraction of {named(value)}", fraction))
     for label, path, _, _ in _SUMMARY:
         rows.append((label, _get(report, path)))
     for value, area in report["specific_surface_area"].items():
-        rows.append((f"specific surface area of class {value}", area))
+        rows.append((f"specific surface area of {named(value)}", area))
     return rows
+
+
+def report_header(report: dict[str, Any]) -> str:
+    """One line: voxel size, pore class and dimensions of a report (single or pair)."""
+    first = report["truth"] if "truth" in report else report
+    sizes = " x ".join(f"{v:g}" for v in report["voxel_size"])
+    return f"voxel size {sizes} {report['unit']} (z, y, x); pore class {first['pore_class']}; {first['dimensions']}D"
+
+
+def summary_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Column names and rows of text of a report (single, or truth / prediction / difference)."""
+    pair = "truth" in report
+    first = report["truth"] if pair else report
+    unit = report["unit"]
+    reports = [report["truth"], report["prediction"]] if pair else [report]
+    columns = ["measure"] + (["truth", "prediction", "difference"] if pair else ["value"])
+    diff = report.get("difference", {})
+    diff_of = {"porosity": "porosity_pp", "connected porosity": "connected_porosity_pp",
+               "isolated porosity": "isolated_porosity_pp", "Euler number": "euler_number"}
+    all_rows = [summary_rows(r) for r in reports]
+    rows = []
+    for i, (label, _) in enumerate(all_rows[0]):
+        cells = [label] + [_show(label, side[i][1], unit) for side in all_rows]
+        if pair:
+            d = diff.get(diff_of.get(label, ""), None)
+            cells.append("" if d is None else (f"{d:+.2f} pp" if label.endswith("porosity") else f"{d:+}"))
+        rows.append(cells)
+    if pair and diff.get("pore_size_distance") is not None:
+        rows.append(["pore-size distribution distance", "", "", f"{diff['pore_size_distance']:.4g} {unit}"])
+    return columns, rows
 
 
 def format_report(report: dict[str, Any]) -> str:
     """A printable table of an :func:`analyze` or :func:`analyze_pair` report."""
-    pair = "truth" in report
-    first = report["truth"] if pair else report
-    unit = report["unit"]
-    header = f"voxel size {' x '.join(f'{v:g}' for v in report['voxel_size'])} {unit} (z, y, x); " \
-             f"pore class {first['pore_class']}; {first['dimensions']}D"
-    reports = [report["truth"], report["prediction"]] if pair else [report]
-    columns = ["measure"] + (["truth", "prediction", "difference"] if pair else ["value"])
-    lines = [header, "  ".join(f"{c:>22}" if i else f"{c:<40}" for i, c in enumerate(columns))]
-    diff = report.get("difference", {})
-    diff_of = {"porosity": "porosity_pp", "connected porosity": "connected_porosity_pp",
-               "isolated porosity": "isolated_porosity_pp", "Euler number": "euler_number"}
-    for i, (label, value) in enumerate(summary_rows(first)):
-        cells = [_show(label, r_value, unit) for r_value in (row[i][1] for row in (summary_rows(r) for r in reports))]
-        if pair:
-            d = diff.get(diff_of.get(label, ""), None)
-            cells.append("" if d is None else (f"{d:+.2f} pp" if label.endswith("porosity") else f"{d:+}"))
-        lines.append(f"{label:<40}  " + "  ".join(f"{c:>22}" for c in cells))
-    if pair and diff.get("pore_size_distance") is not None:
-        lines.append(f"{'pore-size distribution distance':<40}  {diff['pore_size_distance']:>22.4g} {unit}")
+    columns, rows = summary_table(report)
+    lines = [report_header(report)]
+    for cells in [columns] + rows:
+        lines.append(f"{cells[0]:<40}  " + "  ".join(f"{c:>22}" for c in cells[1:]))
     return "\n".join(lines)
 
 

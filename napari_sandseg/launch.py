@@ -12,6 +12,7 @@ WIDGETS = {
     "Segment": "Segment",
     "Correct and fine-tune": "Correct",
     "Evaluate": "Evaluate",
+    "Analyze": "Analyze",
     "Export": "Export",
 }
 PLUGIN = "napari-sandseg"

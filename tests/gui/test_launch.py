@@ -41,7 +41,7 @@ def test_sandseg_gui_opens_with_short_tabs_train_in_front_and_no_qt_notice(qtbot
     try:
         qtbot.wait(100)
         bar = _tab_bar(viewer)
-        assert [bar.tabText(i) for i in range(bar.count())] == ["Train", "Segment", "Correct", "Evaluate", "Export"]
+        assert [bar.tabText(i) for i in range(bar.count())] == ["Train", "Segment", "Correct", "Evaluate", "Analyze", "Export"]
         assert bar.tabText(bar.currentIndex()) == "Train"
         assert [str(n.message) for n in notification_manager.records[before:]] == []
     finally:

@@ -71,15 +71,27 @@ def test_build_model_refuses_bad_arguments():
         build_model("resnet18", 4, encoder_weights="coco")
 
 
-def test_imagenet_weights_missing_fail_fast_and_clearly(tmp_path, monkeypatch):
+def test_keras_cache_dirs_start_with_keras_home(tmp_path, monkeypatch):
+    from napari_sandseg import model as model_module
+
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert model_module._keras_cache_dirs()[0] == tmp_path
+
+
+def test_imagenet_weights_missing_fail_fast_and_clearly(tmp_path, monkeypatch):
+    # Both cache folders are the test's own and empty: a real /tmp/.keras (the second place
+    # Keras looks) holding the resnet34 file must not change the outcome.
+    from napari_sandseg import model as model_module
+
+    caches = [tmp_path / "keras_home", tmp_path / "tmp_keras"]
+    monkeypatch.setattr(model_module, "_keras_cache_dirs", lambda: caches)
     start = time.monotonic()
     with pytest.raises(ModelError) as err:
         build_model("resnet34", 4, encoder_weights="imagenet")
     assert time.monotonic() - start < 5  # no download attempt / network timeout
     msg = str(err.value)
     assert "resnet34_imagenet_1000_no_top.h5" in msg and "encoder_weights=None" in msg
-    assert str(tmp_path) in msg
+    assert all(str(d / "models") in msg for d in caches)
 
 
 def test_save_load_roundtrip(model, saved, x):

@@ -118,6 +118,8 @@ class AnalyzeWidget(SandsegWidget):
         form.addRow("Labels", self.labels_picker)
         form.addRow("", self.compare)
         form.addRow("Ground truth", self.truth_picker)
+        self.truth_picker.setEnabled(False)
+        self.compare.toggled.connect(self.truth_picker.setEnabled)
         form.addRow("Voxel size", self.voxel_size)
         form.addRow("Pore class", self.pore_class)
         self.run_button, self.cancel_button, run_row = self.run_cancel_row("Analyze", run_stretch=1)
@@ -227,6 +229,9 @@ class AnalyzeWidget(SandsegWidget):
         for plot in (self.profile_plot, self.size_plot, self.rev_plot):
             plot.clear()
         self.size_plot.xlabel = f"local thickness ({unit})"
+        medians = [f"{name} {side['pore_size']['median']:.3g}" for name, side, _ in sides
+                   if side["pore_size"]["median"] is not None]
+        self.size_plot.title = "pore sizes: cumulative pore volume" + (f" (median {', '.join(medians)} {unit})" if medians else "")
         self.rev_plot.xlabel = f"edge length ({unit})"
         for name, side, color in sides:
             profile = np.asarray(side["porosity_profile"])
@@ -248,7 +253,9 @@ class AnalyzeWidget(SandsegWidget):
         if analysis.truth_file is not None:
             command += ["--truth", analysis.truth_file]
         if unit != "px":
-            command += ["--voxel-size", ",".join(f"{v:g}" for v in report["voxel_size"]) + unit]
+            sizes = report["voxel_size"]
+            edges = f"{sizes[0]:g}" if len(set(sizes)) == 1 else ",".join(f"{v:g}" for v in sizes)
+            command += ["--voxel-size", edges + unit]
         first = report["truth"] if pair else report
         command += ["--pore-class", str(first["pore_class"])]
         self.command.set_command(command)

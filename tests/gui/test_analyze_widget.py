@@ -46,7 +46,7 @@ def test_analyze_matches_engine_saves_plots_and_shows_command(make_napari_viewer
     assert widget.size_plot.xlabel == "local thickness (um)"
 
     args = build_parser().parse_args(widget.command.command().split()[1:])
-    assert args.command == "analyze" and args.voxel_size == "2.5,2.5,2.5um" and args.pore_class == "0"
+    assert args.command == "analyze" and args.voxel_size == "2.5um" and args.pore_class == "0"
 
     written = widget.save_report(tmp_path / "rock.json")
     assert [p.name for p in written] == ["rock.json", "rock.csv", "rock_porosity_profile.png", "rock_pore_sizes.png",
@@ -72,7 +72,9 @@ def test_compare_with_truth_and_refusals(make_napari_viewer, qtbot, tiny_stack, 
     assert widget.job is None and any("voxel size '2.5 furlongs'" in m for _, m in notes)
 
     widget.voxel_size.setText("")  # no file, no field: pixels
+    assert not widget.truth_picker.isEnabled()
     widget.compare.setChecked(True)
+    assert widget.truth_picker.isEnabled()
     widget.truth_picker.select("truth")
     widget.start()
     qtbot.waitUntil(lambda: widget.analysis is not None, timeout=JOB_TIMEOUT_MS)

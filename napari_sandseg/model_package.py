@@ -249,8 +249,8 @@ def export_package(
     out_path = Path(out_path)
     if out_path.suffix.lower() != PACKAGE_SUFFIX:
         raise ConfigError(f"{out_path}: a bioimage.io model package must end in {PACKAGE_SUFFIX}")
-    _check_metadata(meta)
     spec = _import_spec()
+    _check_metadata(meta)
     # atomic_write checks the destination first, so a bad one fails before the slow work
     with atomic_write(out_path, overwrite=overwrite) as tmp_zip, \
             tempfile.TemporaryDirectory(prefix="sandseg-export-") as tmp:
@@ -267,7 +267,14 @@ def export_package(
 
 
 def _check_metadata(meta: PackageMetadata) -> None:
-    """Refuse metadata bioimage.io would reject, with the field named."""
+    """Refuse metadata bioimage.io would reject, with the field named (before any slow work)."""
+    from bioimageio.spec.generic.v0_3 import LicenseId
+
+    try:
+        LicenseId(meta.license)
+    except ValueError:
+        raise ConfigError(f"licence {meta.license!r} is not an SPDX licence identifier; use one such as "
+                          f"{DEFAULT_LICENSE}, CC-BY-SA-4.0, CC0-1.0, MIT or BSD-3-Clause (https://spdx.org/licenses)") from None
     for author in meta.authors:
         if not author.strip() or "/" in author:
             raise ConfigError(f"author {author!r}: give a person's name (not empty, no '/')")
@@ -382,6 +389,7 @@ def _describe(info, raw: np.ndarray, meta: PackageMetadata, staging: Path, model
         test_tensor=v0_5.FileDescr(source=staging / "test_input.npy"),
         sample_tensor=v0_5.FileDescr(source=staging / "sample_input.tif"),
         data=v0_5.IntervalOrRatioDataDescr(type="float32"),
+        pad=v0_5.ReflectPadding(),  # how napari-sandseg pads slices (to multiples of 32)
         preprocessing=[
             v0_5.EnsureDtypeDescr(kwargs=v0_5.EnsureDtypeKwargs(dtype="float32")),
             # the training statistics as a fixed gain/offset: low -> 0, high -> 1
@@ -439,7 +447,7 @@ def _short_errors(exc: ValueError) -> str:
     errors = getattr(exc, "errors", None)
     if not callable(errors):
         return str(exc)
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors()[:5])
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'][:160]}" for e in errors()[:5])
 
 
 def _json_ready(obj: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -320,18 +321,30 @@ def test_directory_and_missing_folder_targets(tmp_path: Path) -> None:
         io.write_volume(tmp_path / "no" / "v.tif", _stack())
 
 
-@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
-def test_unwritable_folder(tmp_path: Path) -> None:
+@pytest.fixture
+def unwritable_folder(tmp_path: Path):
+    """A real folder where the OS refuses this user new files.
+
+    A folder without write permission; for root, who ignores permissions, Linux's sysfs, where
+    the kernel refuses to create any file (EACCES) whoever asks.
+    """
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
-    try:
-        if os.access(locked, os.W_OK) and os.geteuid() == 0:
-            pytest.skip("root ignores directory permissions")
-        with pytest.raises(OutputError, match="cannot write in"):
-            io.write_volume(locked / "v.tif", _stack())
-    finally:
-        locked.chmod(0o700)
+    if os.access(locked, os.W_OK):
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("running as root on a system without sysfs: no folder refuses root")
+        locked = Path("/sys/kernel")
+    yield locked
+    (tmp_path / "locked").chmod(0o700)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_unwritable_folder(unwritable_folder: Path) -> None:
+    before = sorted(unwritable_folder.iterdir())
+    with pytest.raises(OutputError, match=re.escape(f"v.tif: cannot write in {unwritable_folder}: not allowed to write here")):
+        io.write_volume(unwritable_folder / "v.tif", _stack())
+    assert sorted(unwritable_folder.iterdir()) == before
 
 
 def test_failed_write_leaves_previous_file_and_no_temp(tmp_path: Path) -> None:

@@ -92,6 +92,7 @@ def iter_analyze(
     names: Sequence[str] = (),
     values: Sequence[int] | None = None,
     n_sizes: int = 25,
+    pore_sizes: bool = True,
     source: str = "labels",
 ) -> Generator[tuple[int, int, str], None, dict[str, Any]]:
     """Measure a label volume: phase fractions, porosity and connectivity, surface areas, Euler
@@ -115,6 +116,9 @@ def iter_analyze(
         are compared, so both report the same classes.
     n_sizes : int
         Ball radii tried by the local thickness.
+    pore_sizes : bool
+        Measure the pore-size distribution (local thickness: the slowest measure, and the one
+        that needs the most memory); without it ``pore_size`` holds nulls.
     source : str
         What to call the volume in error messages.
 
@@ -141,12 +145,15 @@ def iter_analyze(
     values = [int(v) for v in values]
     pore_class = pore_value(values, names, pore)
     two_d = rm.is_2d(labels.shape)
+    # Refuse up front, not after the streamed measures have run for minutes.
+    rm.check_memory(labels.shape, "connectivity")
+    if pore_sizes:
+        rm.check_memory(labels.shape, "local thickness")
     yield 0, len(STEPS), STEPS[0]
     whole, per_slice = rm.phase_fractions(labels, values)
     porosity = float(whole[values.index(pore_class)])
     yield 1, len(STEPS), STEPS[1]
     ssa = {str(v): rm.specific_surface_area(labels, v, voxel_size) for v in values}
-    rm.check_memory(labels.shape, "connectivity")
     pore_mask = np.zeros(labels.shape, dtype=bool)
     for z0 in range(0, labels.shape[0], rm.SLAB):
         pore_mask[z0 : z0 + rm.SLAB] = np.asarray(labels[z0 : z0 + rm.SLAB]) == pore_class
@@ -155,8 +162,9 @@ def iter_analyze(
     yield 3, len(STEPS), STEPS[3]
     per_axis, percolates, connected = rm.connectivity(pore_mask)
     yield 4, len(STEPS), STEPS[4]
-    rm.check_memory(labels.shape, "local thickness")
-    diameters, fractions = rm.size_distribution(rm.local_thickness(pore_mask, voxel_size, n_sizes))
+    diameters = fractions = np.zeros(0)
+    if pore_sizes:
+        diameters, fractions = rm.size_distribution(rm.local_thickness(pore_mask, voxel_size, n_sizes))
     yield 5, len(STEPS), STEPS[5]
     sizes, rev_porosity = rm.rev_curve(pore_mask, voxel_size)
     return {
@@ -183,7 +191,7 @@ def iter_analyze(
             "tolerance": REV_TOLERANCE,
         },
         "rev_size": rm.rev_size(sizes, rev_porosity, porosity, REV_TOLERANCE),
-        "notes": _notes(two_d),
+        "notes": _notes(two_d) + ([] if pore_sizes else ["pore sizes not measured (pore_sizes=False)"]),
     }
 
 
@@ -217,6 +225,7 @@ def iter_analyze_pair(
     pore: str | int | None = None,
     names: Sequence[str] = (),
     n_sizes: int = 25,
+    pore_sizes: bool = True,
     sources: tuple[str, str] = ("truth", "prediction"),
 ) -> Generator[tuple[int, int, str], None, dict[str, Any]]:
     """Measure a ground truth and a prediction on the same classes, with their differences.
@@ -238,7 +247,7 @@ def iter_analyze_pair(
     if len(names) != len(values):
         names = ()  # the names given belong to another class list; fall back to the values
 
-    common = dict(pore=pore, names=names, values=values, n_sizes=n_sizes)
+    common = dict(pore=pore, names=names, values=values, n_sizes=n_sizes, pore_sizes=pore_sizes)
     sides = {}
     for i, (name, volume, source) in enumerate(zip(("truth", "prediction"), (truth, prediction), sources)):
         steps = iter_analyze(volume, voxel_size, unit, source=source, **common)
@@ -290,6 +299,7 @@ def analyze_files(
     truth_path: str | Path | None = None,
     voxel_size: str | None = None,
     pore: str | None = None,
+    pore_sizes: bool = True,
     **reading: Any,
 ) -> dict[str, Any]:
     """What ``sandseg analyze`` does: open the label file(s) lazily and measure them.
@@ -305,6 +315,8 @@ def analyze_files(
         voxel size the labels (else the truth) file carries, else 1 px with a warning.
     pore : str, optional
         Pore class value or name (:func:`pore_value`).
+    pore_sizes : bool
+        Measure the pore-size distribution (see :func:`iter_analyze`).
     **reading
         Reading options of :func:`napari_sandseg.lazy.open_volume`.
     """
@@ -315,9 +327,10 @@ def analyze_files(
     (sizes, unit), note = resolve_voxel_size(voxel_size, paths)
     volumes = [open_volume(p, **reading) for p in paths]
     if truth_path is None:
-        report = analyze(volumes[0], sizes, unit, pore=pore, source=str(paths[0]))
+        report = analyze(volumes[0], sizes, unit, pore=pore, pore_sizes=pore_sizes, source=str(paths[0]))
     else:
-        report = analyze_pair(volumes[1], volumes[0], sizes, unit, pore=pore, sources=(str(paths[1]), str(paths[0])))
+        report = analyze_pair(volumes[1], volumes[0], sizes, unit, pore=pore, pore_sizes=pore_sizes,
+                              sources=(str(paths[1]), str(paths[0])))
     if note is not None:  # said once the measures succeeded, so an error stays the only line
         warnings.warn(note, SandsegWarning, stacklevel=2)
     return report

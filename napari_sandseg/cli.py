@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class value (or name) that is pore space (default: the lowest value)")
     p.add_argument("--json", type=Path, default=None, help="also write the full report as JSON")
     p.add_argument("--csv", type=Path, default=None, help="also write the summary as CSV")
+    p.add_argument("--no-pore-sizes", action="store_true",
+                   help="leave out the pore-size distribution (local thickness: the slowest measure, and the "
+                   "one that needs the whole pore space in memory, ~60 bytes per voxel)")
     p.add_argument("--overwrite", action="store_true", help="replace existing JSON/CSV files")
 
     p = sub.add_parser("export-model", help="write a model as a bioimage.io model package (.zip) for ilastik, "
@@ -556,7 +559,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for out in (args.json, args.csv):
         if out is not None:
             check_output(out, args.overwrite)
-    report = analyze_files(args.labels, args.truth, args.voxel_size, args.pore_class, **_reading(args))
+    report = analyze_files(args.labels, args.truth, args.voxel_size, args.pore_class,
+                           pore_sizes=not args.no_pore_sizes, **_reading(args))
     print(format_report(report))
     for out, text in ((args.json, lambda: json.dumps(report, indent=2)), (args.csv, lambda: to_csv(report))):
         if out is not None:

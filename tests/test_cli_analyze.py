@@ -110,3 +110,18 @@ def test_image_passed_as_labels_is_refused(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "image.tif", image)
     assert run("--labels", tmp_path / "image.tif") == 2
     assert "fractional" in capsys.readouterr().err
+
+
+def test_too_big_is_refused_before_any_work_unless_pore_sizes_are_left_out(labels, tmp_path, capsys, monkeypatch):
+    from napari_sandseg import rock_measures
+
+    tifffile.imwrite(tmp_path / "l.tif", labels)
+    # Room for connectivity (13 bytes per voxel), not for local thickness (60).
+    monkeypatch.setattr(rock_measures, "available_memory", lambda: labels.size * 20)
+    assert run("--labels", tmp_path / "l.tif", "--voxel-size", "1um") == 2
+    err = capsys.readouterr().err
+    assert "local thickness needs the whole pore space in memory" in err and "--no-pore-sizes" in err
+    assert run("--labels", tmp_path / "l.tif", "--voxel-size", "1um", "--no-pore-sizes",
+               "--json", tmp_path / "r.json") == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["pore_size"]["mean"] is None and report["porosity"] == pytest.approx(np.mean(labels == 0))

@@ -27,16 +27,30 @@ def sample_dir(tmp_path_factory) -> Path:
     return out
 
 
+#: Enough steps (4 epochs of 4 batches, ~25 s) for the model to learn the synthetic phases;
+#: one epoch of 2 batches scores no better than labelling everything quartz.
+TRAIN_EPOCHS = 4
+
+
 @pytest.fixture(scope="module")
 def trained(sample_dir, tmp_path_factory) -> Path:
     model = tmp_path_factory.mktemp("model") / "model.keras"
     code = run_cli(
         "train", "--images", sample_dir / "images.tif", "--masks", sample_dir / "masks.tif",
-        "--out", model, "--backbone", "resnet18", "--epochs", 1, "--batch-size", 4,
+        "--out", model, "--backbone", "resnet18", "--epochs", TRAIN_EPOCHS, "--batch-size", 2,
         "--val-fraction", 0.2, "--test-fraction", 0.2,
     )
     assert code == 0
     return model
+
+
+def _predict(model_path: Path, images: np.ndarray) -> np.ndarray:
+    """Labels of a saved model on ``images``, in float32 (exact, repeatable)."""
+    from napari_sandseg.model import load_model
+    from napari_sandseg.predict import predict_volume
+
+    model, info = load_model(model_path)
+    return info.class_map.decode(predict_volume(model, images, info).labels)
 
 
 def test_sample_writes_a_stack_with_four_classes(sample_dir):
@@ -52,8 +66,16 @@ def test_train_writes_model_and_sidecar_with_held_out_metrics(trained):
     sidecar = json.loads(trained.with_suffix(".json").read_text())
     assert sidecar["class_map"]["values"] == [0, 1, 2, 3]
     assert sidecar["config"]["backbone"] == "resnet18"
-    assert sidecar["config"]["epochs"] == 1
-    assert 0.0 <= sidecar["metrics"]["mean_iou"] <= 1.0
+    assert sidecar["config"]["epochs"] == TRAIN_EPOCHS
+    loss = sidecar["history"]["loss"]
+    assert len(loss) == TRAIN_EPOCHS and loss[-1] < 0.8 * loss[0], loss
+    # Held-out slices: far better than labelling every pixel with the most common phase
+    # (measured: pixel accuracy 0.84 vs 0.49, mean IoU 0.45 vs 0.12).
+    metrics = sidecar["metrics"]
+    majority = max(metrics["phase_fractions"])
+    assert metrics["n_slices"] == 2
+    assert metrics["pixel_accuracy"] > majority + 0.15, (metrics["pixel_accuracy"], majority)
+    assert metrics["mean_iou"] > majority / 4 + 0.15, (metrics["mean_iou"], majority / 4)
 
 
 @pytest.mark.slow
@@ -87,12 +109,26 @@ def test_predict_then_evaluate_json_matches_engine(trained, sample_dir, tmp_path
 
 
 @pytest.mark.slow
-def test_fine_tune_from_init_model(trained, sample_dir, tmp_path):
+def test_fine_tune_learns_the_corrected_labels(trained, sample_dir, tmp_path):
+    """Corrections that relabel every pore as quartz: the fine-tuned model follows them.
+
+    Measured: the init model calls 7 % of the pores quartz, the fine-tuned one 86 %.
+    """
+    images = read_volume(sample_dir / "images.tif")
+    truth = read_volume(sample_dir / "masks.tif")
+    edited = truth.copy()
+    edited[truth == 0] = 2
+    write_volume(tmp_path / "edited.tif", edited)
     tuned = tmp_path / "tuned.keras"
-    assert run_cli("train", "--images", sample_dir / "images.tif", "--masks", sample_dir / "masks.tif",
-                   "--out", tuned, "--backbone", "resnet18", "--epochs", 1, "--batch-size", 4,
+    assert run_cli("train", "--images", sample_dir / "images.tif", "--masks", tmp_path / "edited.tif",
+                   "--out", tuned, "--backbone", "resnet18", "--epochs", 2, "--batch-size", 2,
                    "--val-fraction", 0.2, "--test-fraction", 0.2, "--init-model", trained) == 0
-    assert tuned.is_file()
+    side = json.loads(tuned.with_suffix(".json").read_text())
+    assert side["class_map"]["values"] == [0, 1, 2, 3]  # the init model's classes, though 0 is gone
+    pores = truth == 0
+    before = (_predict(trained, images)[pores] == 2).mean()
+    after = (_predict(tuned, images)[pores] == 2).mean()
+    assert before < 0.3 and after > before + 0.4, (before, after)
 
 
 def test_evaluate_keeps_original_class_values(tmp_path, capsys):

@@ -185,7 +185,7 @@ def network_arm(engine: Any, images: np.ndarray, targets: np.ndarray, config: An
 
     out = workdir / "model.keras"
     cancel = threading.Event()
-    snapshots: list[tuple[float, Path]] = []
+    snapshots: list[tuple[float, Path, float]] = []  # (wall s, copy, engine CPU s)
     epochs: list[dict[str, Any]] = []
     previews: list[dict[str, Any]] = []
     seen_mtime = None
@@ -202,14 +202,14 @@ def network_arm(engine: Any, images: np.ndarray, targets: np.ndarray, config: An
             copy = workdir / f"snap-{len(snapshots)}.keras"
             shutil.copy2(out, copy)
             shutil.copy2(out.with_suffix(".json"), copy.with_suffix(".json"))
-            snapshots.append((round(seen_mtime - wall0, 1), copy))
+            snapshots.append((round(seen_mtime - wall0, 1), copy, round(_cpu_of(engine.pid) - cpu0, 1)))
         kind = getattr(event, "kind", "")
         if kind == "epoch":
-            epochs.append({"epoch": event.epoch + 1, "s": round(now, 1),
+            epochs.append({"epoch": event.epoch + 1, "s": round(now, 1), "engine_cpu_s": round(_cpu_of(engine.pid) - cpu0, 1),
                            "shown_val_mean_iou": event.logs.get("val_mean_iou"), "loss": event.loss})
         if getattr(event, "preview", None) is not None:
             at = event.epoch + 1 if kind == "epoch" else event.epoch + (event.batch + 1) / max(event.batches, 1)
-            previews.append({"s": round(now, 1), "epoch": round(at, 2),
+            previews.append({"s": round(now, 1), "engine_cpu_s": round(_cpu_of(engine.pid) - cpu0, 1), "epoch": round(at, 2),
                              "slice_mean_iou": score(preview_truth[None], np.asarray(event.preview)[None])["mean_iou"],
                              "changed_share": None if last is None else changed_share(last, event.preview),
                              "shown_val_mean_iou": event.logs.get("val_mean_iou") if kind == "epoch" else None})
@@ -218,12 +218,15 @@ def network_arm(engine: Any, images: np.ndarray, targets: np.ndarray, config: An
             cancel.set()
     cpu = _cpu_of(engine.pid) - cpu0
     seconds = time.perf_counter() - t0
-    curve, per_class = [], []
-    for at, path in snapshots:
+    curve, cpu_curve, per_class = [], [], []
+    for at, path, cpu_at in snapshots:
         result = predict_and_score(path, test_images, test_masks)
         curve.append([at, result["mean_iou"]])
-        per_class.append({"s": at, **result})
-    return {"curve": curve, "snapshots": per_class, "epochs": epochs, "previews": previews,
+        cpu_curve.append([cpu_at, result["mean_iou"]])
+        per_class.append({"s": at, "engine_cpu_s": cpu_at, **result})
+    # The same curve against the engine's CPU seconds: what other jobs on a shared machine
+    # cannot stretch (the engine runs at low priority, so a loaded machine slows it most).
+    return {"curve": curve, "cpu_curve": cpu_curve, "snapshots": per_class, "epochs": epochs, "previews": previews,
             "preview_first_s": previews[0]["s"] if previews else None, "seconds": round(seconds, 1),
             "engine_cpu_s": round(cpu, 1), "config": config.to_dict(), "model": str(out)}
 

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -234,7 +233,7 @@ def export_package(
     Raises
     ------
     ConfigError
-        Bad metadata (licence, name, author, voxel size), a slice index out of range, or the
+        Bad metadata (licence, name, author), a slice index out of range, or the
         bioimage.io libraries missing.
     ModelError, InputError, OutputError
         Unreadable model or image, or an output that cannot be written.
@@ -353,6 +352,7 @@ def _describe(info, raw: np.ndarray, meta: PackageMetadata, staging: Path, model
 
     from ._tf import keras as _keras_module
     from ._tf import tf
+    from .model import _json_safe
 
     probs = _probabilities(model, info, raw)
     x = raw[None, :, :, None].astype(np.float32)
@@ -420,7 +420,7 @@ def _describe(info, raw: np.ndarray, meta: PackageMetadata, staging: Path, model
         **{CONFIG_KEY: {
             "weights": WEIGHTS_NAME, "sidecar": SIDECAR_NAME, "class_values": list(cmap.values),
             "class_names": list(cmap.names), "normalization": norm.to_dict(), "tile_halo": PACKAGE_HALO,
-            "training_config": _json_ready(info.config),
+            "training_config": _json_safe(info.config),  # plain types: the YAML writer refuses numpy and NaN
         }},
     )
     fields: dict[str, Any] = dict(
@@ -450,9 +450,6 @@ def _short_errors(exc: ValueError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'][:160]}" for e in errors()[:5])
 
 
-def _json_ready(obj: Any) -> Any:
-    """Plain JSON types (the YAML writer refuses numpy scalars and NaN)."""
-    return json.loads(json.dumps(obj, default=str).replace("NaN", "null"))
 
 
 def _recipe(config: dict[str, Any]) -> str:
@@ -620,8 +617,3 @@ def _without_conda(text: str) -> str:
             kept.append(line)
     return "\n".join(kept).rstrip() + "\n"
 
-
-def package_members(path: str | os.PathLike) -> Sequence[str]:
-    """File names inside a package (for reports and tests)."""
-    with zipfile.ZipFile(path) as zf:
-        return zf.namelist()

@@ -33,6 +33,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     loads TensorFlow.
     """
     items.sort(key=lambda item: not _is_gui(item))  # stable: keeps the order within each group
+    for item in items:
+        if _is_gui(item):  # every test under tests/gui makes a viewer: `-m "not gui"` must skip them all
+            item.add_marker(pytest.mark.gui)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -2,7 +2,8 @@
 
 The benchmarks compare the *classic* recipe (the published notebook: numpy ``model.fit`` on
 128x128 patches, cross-entropy) with the project's recipe on the same data, in the same script.
-Every result carries the protocol and the seeds it was made with.
+Every result carries the protocol and the seeds it was made with, and :func:`stamp`'s record
+of where it came from (command, git commit, CPU flags, load average at start and end).
 
 Protocols
 ---------
@@ -364,7 +365,7 @@ def set_seed(seed: int) -> None:
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, logical cores, memory, load average and library versions."""
+    """CPU model and flags, logical cores, memory, load average at start and now, library versions."""
     import psutil
 
     info: dict[str, Any] = {
@@ -373,7 +374,8 @@ def machine() -> dict[str, Any]:
         "memory_bytes": psutil.virtual_memory().total,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "load_average_at_start": list(os.getloadavg()),
+        "load_average_at_start": list(_STARTED["load_average"]),
+        "load_average_at_end": list(os.getloadavg()),
     }
     try:
         import keras
@@ -386,6 +388,7 @@ def machine() -> dict[str, Any]:
         pass
     flags = _cpu_flags()
     info["cpu_flags_of_interest"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    info["cpu_flags"] = sorted(flags)
     return info
 
 
@@ -416,11 +419,43 @@ def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
 
 
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+#: Taken when a benchmark imports this module, i.e. before it does any work: the load average
+#: a result was measured under is the one at its start, not at its end (when the benchmark's
+#: own work has raised it). :func:`start_clock` takes it again where a script waits first.
+_STARTED: dict[str, Any] = {"load_average": os.getloadavg(), "date_utc": _utc_now()}
+
+
+def start_clock() -> None:
+    """Record the start load average and date now (call just before the measured work)."""
+    _STARTED.update(load_average=os.getloadavg(), date_utc=_utc_now())
+
+
+def git_commit(paths: tuple[str, ...] = ("napari_sandseg", "benchmarks", "pyproject.toml")) -> str:
+    """HEAD of the repository, with ``+dirty`` when the measured code (``paths``) differs from it."""
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode:
+        return "unknown (not a git checkout)"
+    dirty = git("diff", "--quiet", "HEAD", "--", *paths).returncode != 0
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def stamp() -> dict[str, Any]:
-    """Command, machine and UTC date for a result file."""
+    """Where a result came from: command, git commit, start and end dates, machine (CPU flags,
+    load average at start and end). The one provenance record every benchmark writes."""
     return {
         "command": command_line(),
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "date_utc": _STARTED["date_utc"],
+        "finished_utc": _utc_now(),
         "machine": machine(),
     }
 

@@ -147,6 +147,7 @@ def train_project(split: C.Split, seed: int, quick: bool, log: Callable[[str], N
 def run(protocol: str, recipe: str, seed: int, quick: bool, log: Callable[[str], None]) -> dict:
     """Train ``recipe`` on ``protocol`` and return its result record ``R``."""
     C.set_seed(seed)
+    C.start_clock()  # one invocation may run several trainings: each records its own start
     images, masks, source = C.load_data(quick)
     split = C.make_split(protocol, images, masks, seed)
     log(f"== {protocol} / {recipe}  (seed {seed}) :: {split.description}")

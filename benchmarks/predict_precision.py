@@ -24,7 +24,6 @@ near-tied probabilities make this a floor, not the trained model's figure: see
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import subprocess
 import sys
@@ -93,7 +92,8 @@ def main() -> None:
     from napari_sandseg.predict import predict_volume, resolve_predict_precision
 
     images, _ = bundled_sample_paths()
-    record: dict[str, Any] = C.stamp()
+    C.start_clock()
+    record: dict[str, Any] = {}
     record["auto_resolves_to"] = resolve_predict_precision("auto")
     with tempfile.TemporaryDirectory() as tmp:
         model_path = make_model(Path(tmp))
@@ -118,7 +118,7 @@ def main() -> None:
     record["warm_predict_volume"] = summary(warm)
     record["warm_slices_per_s"] = {p: volume.shape[0] / t for p, t in record["warm_predict_volume"]["best"].items()}
     record["label_agreement_untrained"] = float((labels["float32"] == labels["auto"]).mean())
-    record["load_average_at_end"] = list(os.getloadavg())
+    record.update(C.stamp())
     C.write_json(C.RESULTS / "predict_precision.json", record)
     for key in ("cli_wall", "cli_cpu", "warm_predict_volume"):
         r = record[key]

@@ -18,9 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +31,9 @@ from napari_sandseg.predict import predict_volume
 from napari_sandseg.sample import make_sandstone, threshold_baseline
 from napari_sandseg.train import run_training
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import _common as C  # noqa: E402
+
+RESULTS = C.RESULTS
 
 
 def apply_thresholds(image: np.ndarray, cuts: list[int]) -> np.ndarray:
@@ -77,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     unet = evaluate(test_lab, pred, 4)
 
     out = {
-        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **C.stamp(),
         "volume_shape": list(shape), "seed": 0, "generate_seconds": round(gen_seconds, 2),
         "train_slices": args.train_slices, "test_slices": args.test_slices,
         "thresholds_fitted_on_train": {"cuts": fitted["thresholds"], **_brief(thr_test)},
@@ -91,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         ious = " ".join(f"{v:.3f}" if v is not None else "nan" for v in r["per_class_iou"])
         print(f"{name:28s} mean IoU {r['mean_iou']:.3f}  per class [{ious}]")
     if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "synthetic.json").write_text(json.dumps(out, indent=2) + "\n")
+        C.write_json(RESULTS / "synthetic.json", out)
         print(f"wrote {RESULTS / 'synthetic.json'}")
     return 0
 

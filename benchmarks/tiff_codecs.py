@@ -26,11 +26,8 @@ the disk. MB/s are decoded megabytes (10^6 bytes) per second. The installed size
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.metadata
 import json
-import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -40,7 +37,9 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+import _common as C  # noqa: E402  (numpy only at import: the child's imagecodecs block still holds)
+
+REPO = C.REPO
 RESULTS = Path(__file__).resolve().parent / "results"
 CODECS = ("none", "lzw", "zlib")
 SETTINGS = ("with", "without")
@@ -133,14 +132,6 @@ def install_bytes() -> int | None:
     return sum(f.size or 0 for f in dist.files or [])
 
 
-def git_commit() -> str:
-    """HEAD of the repository, marked ``+dirty`` when the measured code (the package, this script) differs from it."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    measured = ["napari_sandseg", os.path.relpath(__file__, REPO)]
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *measured], cwd=REPO).returncode != 0
-    return head + ("+dirty" if dirty else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="32 x 256 x 256 smoke run (results/quick/)")
@@ -156,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     shape = (32, 256, 256) if args.quick else (512, 1024, 1024)
-    load_start = list(os.getloadavg())
+    C.start_clock()
     with tempfile.TemporaryDirectory(prefix="tiff_codecs_") as tmp:
         t0 = time.perf_counter()
         paths = write_stacks(Path(tmp), shape, args.imagecodecs_path)
@@ -178,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{codec:5s} {setting:7s} imagecodecs: {figure}", flush=True)
     if versions.get("imagecodecs_version") is None:
         raise SystemExit("imagecodecs was not importable in the 'with' setting; pass --imagecodecs-path")
-    load_end = list(os.getloadavg())
     nbytes = int(np.prod(shape))
     data = {
         "shape": list(shape),
@@ -193,17 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         "codecs": results,
         **versions,
         "imagecodecs_install_bytes": install_bytes() if not args.imagecodecs_path else _folder_bytes(args.imagecodecs_path),
-        "load_average": {"start": load_start, "end": load_end},
-        "cpu_count": os.cpu_count(),
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-        "git_commit": git_commit(),
-        "python": sys.version.split()[0],
+        **C.stamp(),
     }
     out = RESULTS / ("quick" if args.quick else "") / "tiff_codecs.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2) + "\n")
-    print(f"load average {load_start} -> {load_end}; imagecodecs {versions['imagecodecs_version']} installs "
+    load = data["machine"]
+    print(f"load average {load['load_average_at_start']} -> {load['load_average_at_end']}; imagecodecs {versions['imagecodecs_version']} installs "
           f"{(data['imagecodecs_install_bytes'] or 0) / 1e6:.0f} MB; wrote {out}")
     return 0
 

@@ -454,9 +454,8 @@ def _short_errors(exc: ValueError) -> str:
 
 def _recipe(config: dict[str, Any]) -> str:
     """One line of the training recipe from a saved ``TrainConfig``."""
-    keys = ("preset", "backbone", "encoder_weights", "epochs", "batch_size", "optimizer", "learning_rate",
-            "lr_schedule", "warmup_epochs", "loss", "monitor", "patience", "augment", "crop_size",
-            "crops_per_epoch", "precision", "seed")
+    keys = ("backbone", "encoder_weights", "epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule",
+            "loss", "augment", "crop_size", "crops_per_epoch")
     return ", ".join(f"{k}={config[k]}" for k in keys if k in config)
 
 
@@ -468,7 +467,8 @@ def description(info) -> str:
         f"Semantic segmentation of X-ray micro-CT rock slices into {cmap.n_classes} phases "
         f"({', '.join(cmap.names)}); a Unet ({info.backbone}) trained with napari-sandseg"
         f"{f' for {epochs} epochs' if epochs else ''}. Output: class probabilities; the label is the "
-        f"argmax channel's class value. Tile with a {PACKAGE_HALO}-pixel halo. Recipe: {_recipe(info.config)}"
+        f"argmax channel's class value. Tile with a {PACKAGE_HALO}-pixel halo. Recipe (all of it in the "
+        f"documentation): {_recipe(info.config)}"
     )
     return text if len(text) <= 512 else text[:509] + "..."
 

@@ -65,6 +65,7 @@ def analyze_job(
     voxel_size: tuple[float, float, float],
     unit: str,
     pore: int,
+    pore_sizes: bool,
     folder: Path,
     cancel: threading.Event,
 ) -> Generator[str, None, Analysis]:
@@ -79,10 +80,11 @@ def analyze_job(
     volume = class_values(labels)
     names = labels.class_map.names if labels.class_map is not None else ()
     if truth is None:
-        steps = iter_analyze(volume, voxel_size, unit, pore=pore, names=names, source=f"layer '{labels.name}'")
+        steps = iter_analyze(volume, voxel_size, unit, pore=pore, names=names, pore_sizes=pore_sizes,
+                             source=f"layer '{labels.name}'")
     else:
         steps = iter_analyze_pair(class_values(truth), volume, voxel_size, unit, pore=pore, names=names,
-                                  sources=(f"layer '{truth.name}'", f"layer '{labels.name}'"))
+                                  pore_sizes=pore_sizes, sources=(f"layer '{truth.name}'", f"layer '{labels.name}'"))
     while True:
         if cancel.is_set():
             raise Cancelled("analysis cancelled")
@@ -122,6 +124,11 @@ class AnalyzeWidget(SandsegWidget):
         self.compare.toggled.connect(self.truth_picker.setEnabled)
         form.addRow("Voxel size", self.voxel_size)
         form.addRow("Pore class", self.pore_class)
+        self.pore_sizes = QCheckBox("pore-size distribution (local thickness)")
+        self.pore_sizes.setChecked(True)
+        self.pore_sizes.setToolTip("the slowest measure, and the one that needs the whole pore space in memory "
+                                   "(about 60 bytes per voxel)")
+        form.addRow("", self.pore_sizes)
         self.run_button, self.cancel_button, run_row = self.run_cancel_row("Analyze", run_stretch=1)
         self.status = QLabel("Pick a Labels layer, then Analyze.")
         self.status.setWordWrap(True)
@@ -201,7 +208,8 @@ class AnalyzeWidget(SandsegWidget):
         self.status.setText("analysing...")
         self.run_job(
             analyze_job, snaps[0], snaps[1] if truth is not None else None, voxel_size, unit,
-            self.pore_class.currentData(), self.state.folder, on_yield=self.show_progress, on_return=self.show_analysis,
+            self.pore_class.currentData(), self.pore_sizes.isChecked(), self.state.folder,
+            on_yield=self.show_progress, on_return=self.show_analysis,
         )
 
     def set_busy(self, busy: bool) -> None:  # noqa: D102
@@ -258,6 +266,8 @@ class AnalyzeWidget(SandsegWidget):
             command += ["--voxel-size", edges + unit]
         first = report["truth"] if pair else report
         command += ["--pore-class", str(first["pore_class"])]
+        if any(note.startswith("pore sizes not measured") for note in first["notes"]):
+            command += ["--no-pore-sizes"]
         self.command.set_command(command)
         self.save_button.setEnabled(True)
 

@@ -86,6 +86,13 @@ def test_compare_with_truth_and_refusals(make_napari_viewer, qtbot, tiny_stack, 
     assert set(widget.profile_plot.series) == {"truth", "prediction"}
     assert "--truth" in widget.command.command()
 
+    widget.pore_sizes.setChecked(False)  # the slow, memory-hungry measure left out
+    widget.analysis = None
+    widget.start()
+    qtbot.waitUntil(lambda: widget.analysis is not None, timeout=JOB_TIMEOUT_MS)
+    assert widget.analysis.report["prediction"]["pore_size"]["histogram"] == []
+    assert build_parser().parse_args(widget.command.command().split()[1:]).no_pore_sizes
+
     layer = viewer.layers["img segmentation"]
     layer.data[0, 0, 0] = 0  # an unpainted pixel
     widget.analysis = None

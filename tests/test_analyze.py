@@ -319,3 +319,20 @@ def test_label_stack_written_slab_by_slab_keeps_the_voxel_size(tmp_path, n_z):
     assert sizes == pytest.approx((5.0, 2.5, 2.0)) and unit == "um"
     np.testing.assert_array_equal(read_volume(path), labels)  # 3 slices stay slices, not RGB
     np.testing.assert_array_equal(open_volume(path)[1:3], labels[1:3])
+
+
+def test_local_thickness_with_anisotropic_voxels():
+    """A pore layer 6 slices thick, z edge 2: 12 units thick, however wide the layer is."""
+    pore = np.zeros((16, 20, 20), dtype=bool)
+    pore[5:11] = True
+    thickness = rm.local_thickness(pore, (2.0, 1.0, 1.0))
+    assert thickness[pore].max() == pytest.approx(12.0, abs=2.0)  # to a voxel, as for the sphere
+    assert np.all(thickness[~pore] == 0)
+
+
+def test_2d_disc_and_ring():
+    disc = ball((1, 40, 40), 12, (0, 20, 20))
+    ring = disc & ~ball((1, 40, 40), 6, (0, 20, 20))
+    assert rm.euler_number(disc) == 1 and rm.euler_number(ring) == 0
+    thickness = rm.local_thickness(disc, (1, 0.5, 0.5))  # discs in the slice plane, y/x edges 0.5
+    assert thickness[disc].max() == pytest.approx(12.0, abs=0.5)

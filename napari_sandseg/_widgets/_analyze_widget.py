@@ -106,6 +106,7 @@ class AnalyzeWidget(SandsegWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.analysis: Analysis | None = None
+        self._voxel_note: str | None = None  # said beside the results when lengths are in pixels
         self.labels_picker = LayerPicker(napari_viewer, Labels, prefer=is_segmentation, follow=True)
         self.labels_picker.currentTextChanged.connect(self._fill_classes)
         self.compare = QCheckBox("compare with ground truth")
@@ -176,14 +177,16 @@ class AnalyzeWidget(SandsegWidget):
         default = pore_value(class_map.values, class_map.names)
         self.pore_class.setCurrentIndex(list(class_map.values).index(default))
 
-    def _voxel_size(self, layer: Any) -> tuple[tuple[float, float, float], str]:
-        """The field's voxel size, else the one the layer's file carries, else 1 px."""
+    def _voxel_size(self, layer: Any) -> tuple[tuple[float, float, float], str, str | None]:
+        """The field's voxel size, else the one the layer's file carries, else 1 px and a note saying so."""
         from ..units import resolve_voxel_size
 
         text = self.voxel_size.text().strip() or None
         source = layer_file(layer, self.state)
-        (sizes, unit), _ = resolve_voxel_size(text, [source] if source is not None else [])
-        return sizes, unit
+        (sizes, unit), note = resolve_voxel_size(text, [source] if source is not None else [])
+        if note is not None:
+            note = "no voxel size in the field or the layer's file: lengths are in pixels"
+        return sizes, unit, note
 
     # ------------------------------------------------------------------ run
 
@@ -200,7 +203,7 @@ class AnalyzeWidget(SandsegWidget):
             show_error(f"layer '{layer.name}' is picked as both the labels and the ground truth; pick two layers")
             return
         try:
-            voxel_size, unit = self._voxel_size(layer)
+            voxel_size, unit, self._voxel_note = self._voxel_size(layer)
         except SandsegError as exc:
             show_error(str(exc))
             return
@@ -225,7 +228,7 @@ class AnalyzeWidget(SandsegWidget):
         pair = "truth" in report
         sides = [("truth", report["truth"], TRUTH_COLOR), ("prediction", report["prediction"], PRED_COLOR)] if pair \
             else [("labels", report, PRED_COLOR)]
-        self.status.setText(report_header(report))
+        self.status.setText(report_header(report) + (f"\n{self._voxel_note}" if self._voxel_note else ""))
         columns, rows = summary_table(report)
         self.table.setColumnCount(len(columns))
         self.table.setHorizontalHeaderLabels(columns)

@@ -80,7 +80,7 @@ def test_compare_with_truth_and_refusals(make_napari_viewer, qtbot, tiny_stack, 
     qtbot.waitUntil(lambda: widget.analysis is not None, timeout=JOB_TIMEOUT_MS)
     report = widget.analysis.report
     expected = analyze_pair(CLASS_MAP.decode(ids), CLASS_MAP.decode(pred), names=CLASS_MAP.names)
-    assert report["unit"] == "px"
+    assert report["unit"] == "px" and "lengths are in pixels" in widget.status.text()
     assert report["difference"]["porosity_pp"] == pytest.approx(expected["difference"]["porosity_pp"])
     assert report["difference"]["porosity_pp"] > 0
     assert set(widget.profile_plot.series) == {"truth", "prediction"}

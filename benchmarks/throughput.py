@@ -20,8 +20,15 @@ Measured, back to back in this process:
 * for every reduced precision adopted: the held-out mean IoU (slices 0 and 9, full size) of
   the same trained weights in fp32 and in the reduced precision.
 
-All paths start from the same initial weights and see the same 128x128 patches (the
-training patches of the slices protocol). Results go to ``benchmarks/results/throughput.json``.
+Like for like: all paths start from the same initial weights, see the same 128x128 patches
+(the training patches of the slices protocol) in the same batch sizes (16 to train, 32 to
+predict), and run the same number of times, in rounds whose order alternates (classic first in
+odd rounds, last in even ones). The project's path is fixed before measuring (the engine's
+default: bfloat16 where the CPU has it, fused batch norm); on a bfloat16 CPU the fp32 path
+(fused batch norm alone) is measured and reported too. The headline is the CPU time per image
+(median over rounds), which a shared machine does not distort; wall images/s come as medians
+and per-round ratios. Every per-round sample (paths and matmul) is saved. Results go to
+``benchmarks/results/throughput.json`` (``--out`` elsewhere, e.g. for smoke runs).
 """
 
 from __future__ import annotations
@@ -41,8 +48,8 @@ FORWARD_GFLOP_128 = 3.9
 #: Training costs about three forward passes (forward + backward w.r.t. activations and weights).
 TRAIN_FACTOR = 3.0
 BATCH_TRAIN = 16
-BATCH_PREDICT_CLASSIC = 32  # model.predict's default, as the classic notebook calls it
-BATCH_PREDICT_PROJECT = 64
+#: model.predict's default, as the classic notebook calls it; the project's path uses the same.
+BATCH_PREDICT = 32
 TRAIN_CHUNK = 128  # images per timed training repetition (8 steps of 16)
 PRED_CHUNK = 128  # images per timed prediction repetition
 
@@ -131,10 +138,10 @@ def train_project_step(model: Any, x: np.ndarray, y: np.ndarray, jit: bool) -> C
 
 def predict_classic_step(model: Any, x: np.ndarray) -> Callable[[], int]:
     """Callable timing ``model.predict`` on numpy (float32 probabilities back) + argmax."""
-    model.predict(x[:BATCH_PREDICT_CLASSIC], batch_size=BATCH_PREDICT_CLASSIC, verbose=0)
+    model.predict(x[:BATCH_PREDICT], batch_size=BATCH_PREDICT, verbose=0)
 
     def run() -> int:
-        probs = model.predict(x, batch_size=BATCH_PREDICT_CLASSIC, verbose=0)
+        probs = model.predict(x, batch_size=BATCH_PREDICT, verbose=0)
         probs.argmax(-1).astype(np.uint8)
         return len(x)
 
@@ -157,8 +164,8 @@ def predict_project_step(model: Any, x: np.ndarray, jit: bool) -> Callable[[], i
     import tensorflow as tf
 
     fn = streaming_predictor(model, jit)
-    fn(tf.constant(x[:BATCH_PREDICT_PROJECT]))  # trace/compile once
-    ds = tf.data.Dataset.from_tensor_slices(x).batch(BATCH_PREDICT_PROJECT).prefetch(2)
+    fn(tf.constant(x[:BATCH_PREDICT]))  # trace/compile once
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(BATCH_PREDICT).prefetch(2)
 
     def run() -> int:
         np.concatenate([fn(b).numpy() for b in ds])
@@ -169,7 +176,7 @@ def predict_project_step(model: Any, x: np.ndarray, jit: bool) -> Callable[[], i
 
 def interleaved(paths: dict[str, Callable[[], int]], reps: int, peaks: list[float] | None = None,
                 n: int = 2048, cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
-    """Run every path ``reps`` times, round-robin, so load changes hit all paths alike.
+    """Run every path ``reps`` times in rounds of alternating order, so load changes hit all paths alike.
 
     Each path returns how many images it processed; this times it (wall clock) and returns
     images/s per repetition. With ``cpu`` the process CPU milliseconds per image (user +
@@ -178,8 +185,12 @@ def interleaved(paths: dict[str, Callable[[], int]], reps: int, peaks: list[floa
     GFLOP/s sample is appended each round, measured under the same conditions as the paths.
     """
     out: dict[str, list[float]] = {name: [] for name in paths}
+    names = list(paths)
     for rep in range(reps):
-        for name, run in paths.items():
+        # Alternate the order: whichever path runs first in a round (cold caches, a burst of
+        # load from elsewhere) does so in half of the rounds only.
+        for name in (names if rep % 2 == 0 else names[::-1]):
+            run = paths[name]
             c0, start = os.times(), time.perf_counter()
             images = run()
             wall, c1 = time.perf_counter() - start, os.times()
@@ -241,49 +252,62 @@ def _backbone_of(model_path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Measure and compare both paths; print and write the JSON."""
+    """Measure and compare the paths; print and write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: resnet18, few patches")
+    ap.add_argument("--quick", action="store_true", help="smoke run: resnet18, 32 patches per repetition")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 7; quick 2)")
-    ap.add_argument("--jit", choices=["auto", "on", "off"], default="off",
-                    help="XLA for the project's path; auto measures with and without (XLA compiles "
-                         "for minutes on 2 cores and was slower there)")
+    ap.add_argument("--reps", type=int, default=None, help="rounds; every path runs once per round (default 8; quick 2)")
+    ap.add_argument("--jit", choices=["on", "off"], default="off",
+                    help="XLA for the project's path (XLA compiles for minutes on 2 cores and was slower there)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     out_path = args.out or (C.RESULTS / ("quick" if args.quick else "") / "throughput.json")
     C.set_seed(args.seed)
     backbone = "resnet18" if args.quick else "resnet34"
-    reps = args.reps or (2 if args.quick else 7)
+    reps = args.reps or (2 if args.quick else 8)
     x, y, source = load_data(args.quick)
     n_train, n_pred = (32, 32) if args.quick else (TRAIN_CHUNK, PRED_CHUNK)
-    if args.quick:
-        args.jit = "off"
+    jit = args.jit == "on" and not args.quick
     precision = "mixed_bfloat16" if bf16_supported() else "float32"
     init = _init_weights(backbone)
     n_mm = 1024 if args.quick else 2048
     peaks = [matmul_gflops(n_mm)]
     print(f"fp32 matmul: {peaks[0]:.1f} GFLOP/s", flush=True)
     xt, yt, xp = x[:n_train], y[:n_train], x[:n_pred]
-    jits = {"auto": [False, True], "on": [True], "off": [False]}[args.jit]
-    # Project variants: each precision with the fused batch norm, and the best precision
-    # without it, so the contribution of each change shows in the samples.
-    variants = [(p, True) for p in dict.fromkeys(["float32", precision])] + [(precision, False)]
-    keys = [f"{p}{'+fusedbn' if f else ''}{'+xla' if j else ''}" for j in jits for p, f in variants]
-    train_paths = {"classic": train_classic_step(build(backbone, init, "float32"), xt, yt)}
-    pred_paths = {"classic": predict_classic_step(build(backbone, init, "float32"), xp)}
-    for key in keys:
-        prec, fused, jit = key.split("+")[0], "+fusedbn" in key, key.endswith("+xla")
-        train_paths[key] = train_project_step(build(backbone, init, prec, fused), xt, yt, jit)
-        pred_paths[key] = predict_project_step(build(backbone, init, prec, fused), xp, jit)
+    # Fixed before measuring, never picked by its figures: the engine's default path, and on a
+    # bfloat16 CPU the fp32 path as well (what the fused batch norm alone gives).
+    paths = {"classic": ("float32", False, False), PROJECT: (precision, True, jit)}
+    if precision != "float32":
+        paths[FP32] = ("float32", True, jit)
+    train_paths, pred_paths = {}, {}
+    for name, (prec, fused, path_jit) in paths.items():
+        if name == "classic":
+            train_paths[name] = train_classic_step(build(backbone, init, "float32"), xt, yt)
+            pred_paths[name] = predict_classic_step(build(backbone, init, "float32"), xp)
+        else:
+            train_paths[name] = train_project_step(build(backbone, init, prec, fused), xt, yt, path_jit)
+            pred_paths[name] = predict_project_step(build(backbone, init, prec, fused), xp, path_jit)
     print("training (images/s per repetition):", flush=True)
     cpu: dict[str, dict[str, list[float]]] = {"train": {}, "predict": {}}
     train = interleaved(train_paths, reps, peaks, n_mm, cpu["train"])
     print("prediction (images/s per repetition):", flush=True)
     pred = interleaved(pred_paths, reps, peaks, n_mm, cpu["predict"])
-    peak = max(peaks)
-    print(f"fp32 matmul, best of {len(peaks)} samples: {peak:.1f} GFLOP/s", flush=True)
-    _write(out_path, args, train, pred, peak, precision, source, backbone, x.shape, reps, cpu)
+    print(f"fp32 matmul samples: {[round(p, 1) for p in peaks]} GFLOP/s", flush=True)
+    described = {name: _describe(*spec) for name, spec in paths.items()}
+    _write(out_path, args, train, pred, peaks, precision, source, backbone, x.shape, reps, cpu, described,
+           (n_train, n_pred))
+
+
+#: Names of the measured project paths in the results.
+PROJECT, FP32 = "project", "project_fp32"
+
+
+def _describe(precision: str, fused: bool, jit: bool) -> str:
+    """A path's settings in words."""
+    if not fused:
+        return "model.fit(numpy) / model.predict(numpy) + numpy argmax, float32"
+    return (f"{precision}, fused batch norm{', XLA' if jit else ''}; tf.data + model.fit / compiled "
+            "tf.function, argmax in graph, uint8 out")
 
 
 def _init_weights(backbone: str) -> list[np.ndarray]:
@@ -293,63 +317,62 @@ def _init_weights(backbone: str) -> list[np.ndarray]:
     return build_unet(backbone).get_weights()
 
 
-def _best(samples: dict[str, list[float]]) -> tuple[str, float]:
-    """The project variant with the highest best-of-N images/s."""
-    items = {k: max(v) for k, v in samples.items() if k != "classic"}
-    name = max(items, key=items.get)
-    return name, items[name]
+def _med(values: list[float]) -> float:
+    return float(np.median(values))
 
 
-def _write(out_path: Path, args: Any, train: dict, pred: dict, peak: float, precision: str,
-           source: str, backbone: str, shape: tuple, reps: int, cpu: dict) -> None:
+def _compare(samples: dict[str, list[float]], cpu: dict[str, list[float]], name: str) -> dict[str, Any]:
+    """``name`` against classic: CPU ms per image (the headline) and wall images/s, per round and medians."""
+    rounds = [p / c for p, c in zip(samples[name], samples["classic"])]
+    cpu_rounds = [c / p for p, c in zip(cpu[name], cpu["classic"])]
+    return {
+        "cpu_ms_per_image": {"classic": round(_med(cpu["classic"]), 2), name: round(_med(cpu[name]), 2)},
+        "cpu_ratio": round(_med(cpu["classic"]) / _med(cpu[name]), 3),
+        "cpu_ratio_per_round": [round(r, 3) for r in cpu_rounds],
+        "images_per_s_median": {"classic": round(_med(samples["classic"]), 3), name: round(_med(samples[name]), 3)},
+        "wall_ratio_median_of_rounds": round(_med(rounds), 3),
+        "wall_ratio_per_round": [round(r, 3) for r in rounds],
+    }
+
+
+def _write(out_path: Path, args: Any, train: dict, pred: dict, peaks: list[float], precision: str,
+           source: str, backbone: str, shape: tuple, reps: int, cpu: dict, described: dict[str, str],
+           chunks: tuple[int, int]) -> None:
     """Assemble ratios, fractions of peak and the precision check; print and write JSON."""
-    train_name, train_ips = _best(train)
-    pred_name, pred_ips = _best(pred)
-    train_c, pred_c = max(train["classic"]), max(pred["classic"])
+    peak = _med(peaks)
     fwd = FORWARD_GFLOP_128 * (shape[1] * shape[2]) / (128 * 128)
 
-    def frac(ips: float, factor: float) -> float:
-        return round(ips * fwd * factor / peak, 4)
+    def frac(ips: list[float], factor: float) -> float:
+        return round(_med(ips) * fwd * factor / peak, 4)
 
-    def med(v: list[float]) -> float:
-        return round(float(np.median(v)), 3)
-
+    measured = [n for n in (PROJECT, FP32) if n in train]
     out = {
-        "train_images_per_s_classic": round(train_c, 3),
-        "train_images_per_s_project": round(train_ips, 3),
-        "predict_images_per_s_classic": round(pred_c, 3),
-        "predict_images_per_s_project": round(pred_ips, 3),
-        "train_ratio": round(train_ips / train_c, 3),
-        "predict_ratio": round(pred_ips / pred_c, 3),
-        "median_train_ratio": round(med(train[train_name]) / med(train["classic"]), 3),
-        "median_predict_ratio": round(med(pred[pred_name]) / med(pred["classic"]), 3),
-        "cpu_ms_per_image": {
-            "train_classic": med(cpu["train"]["classic"]),
-            "train_project": med(cpu["train"][train_name]),
-            "predict_classic": med(cpu["predict"]["classic"]),
-            "predict_project": med(cpu["predict"][pred_name]),
-            "train_ratio": round(med(cpu["train"]["classic"]) / med(cpu["train"][train_name]), 3),
-            "predict_ratio": round(med(cpu["predict"]["classic"]) / med(cpu["predict"][pred_name]), 3),
-            "note": "median process CPU time (user + system, all threads) per image; the ratios are "
-                    "classic / project, i.e. how much less CPU work the project's path needs. Unlike "
-                    "wall time this does not change when the shared machine withholds CPU",
+        "headline": {
+            part: {name: {"cpu_ratio": _compare(s, cpu[part], name)["cpu_ratio"],
+                          "wall_ratio_median_of_rounds": _compare(s, cpu[part], name)["wall_ratio_median_of_rounds"]}
+                   for name in measured}
+            for part, s in (("train", train), ("predict", pred))
         },
-        "statistic": f"best of {reps} interleaved repetitions per path (the machine is shared; "
-                     "the best repetition is the one least disturbed); medians also given",
-        "matmul_gflops": round(peak, 1),
+        "headline_note": "classic / project CPU milliseconds per image (user + system, all threads; median over "
+                         "rounds): how much less work the project's path needs, unaffected by CPU the shared "
+                         "machine withholds. Wall ratio: median of the per-round project / classic images/s",
+        "train": {name: _compare(train, cpu["train"], name) for name in measured},
+        "predict": {name: _compare(pred, cpu["predict"], name) for name in measured},
+        "paths": described,
+        "protocol": f"{reps} rounds; every path once per round, order alternating (classic first in odd rounds, "
+                    f"last in even ones); same initial weights, same patches, batch {BATCH_TRAIN} to train and "
+                    f"{BATCH_PREDICT} to predict for every path; the project's paths fixed before measuring",
+        "matmul_gflops_samples": [round(p, 1) for p in peaks],
+        "matmul_note": "fp32 matmul GFLOP/s (TensorFlow, square matrices): one sample before the paths, one "
+                       "after every round",
         "fraction_of_peak": {
-            "train_classic": frac(train_c, TRAIN_FACTOR),
-            "train_project": frac(train_ips, TRAIN_FACTOR),
-            "predict_classic": frac(pred_c, 1.0),
-            "predict_project": frac(pred_ips, 1.0),
-            "note": f"images/s x {FORWARD_GFLOP_128} GFLOP per 128x128 forward pass of "
-                    f"Unet-resnet34 (x{TRAIN_FACTOR} for training) / fp32 matmul GFLOP/s (best "
-                    "sample, interleaved with the paths); bf16 paths can exceed 1 (the peak is fp32)"
+            **{f"train_{n}": frac(train[n], TRAIN_FACTOR) for n in train},
+            **{f"predict_{n}": frac(pred[n], 1.0) for n in pred},
+            "note": f"median images/s x {FORWARD_GFLOP_128} GFLOP per 128x128 forward pass of "
+                    f"Unet-resnet34 (x{TRAIN_FACTOR} for training) / median fp32 matmul GFLOP/s; bf16 paths "
+                    "can exceed 1 (the peak is fp32)"
                     + ("; quick runs use resnet18, so the fractions are not meaningful" if args.quick else ""),
         },
-        "project_train_path": f"{train_name} (tf.data, prefetch, model.fit, batch {BATCH_TRAIN})",
-        "project_predict_path": f"{pred_name} (tf.data, compiled tf.function, argmax in graph, uint8 out)",
-        "classic_paths": "model.fit(numpy, batch 16) / model.predict(numpy, batch 32) + numpy argmax, float32",
         "samples_images_per_s": {
             "train": {k: [round(v, 3) for v in vs] for k, vs in train.items()},
             "predict": {k: [round(v, 3) for v in vs] for k, vs in pred.items()},
@@ -357,22 +380,23 @@ def _write(out_path: Path, args: Any, train: dict, pred: dict, peak: float, prec
         "samples_cpu_ms_per_image": {part: {k: [round(v, 2) for v in vs] for k, vs in d.items()}
                                      for part, d in cpu.items()},
         "model": f"Unet-{backbone}, input 128x128x1, 4 classes, encoder_weights=None",
-        "images_per_repetition": {"train": TRAIN_CHUNK if not args.quick else 32,
-                                  "predict": PRED_CHUNK if not args.quick else 32},
+        "images_per_repetition": {"train": chunks[0], "predict": chunks[1]},
         "batch_train": BATCH_TRAIN,
-        "batch_predict": {"classic": BATCH_PREDICT_CLASSIC, "project": BATCH_PREDICT_PROJECT},
+        "batch_predict": BATCH_PREDICT,
         "data": source + " (training patches of the slices protocol)",
         "seeds": {"seed": args.seed},
         **C.stamp(),
     }
-    if "bfloat16" in train_name or "bfloat16" in pred_name:
-        out["precision_check"] = _precision(args.quick, precision, "xla" in pred_name, "fusedbn" in train_name)
-    for key in ("train_images_per_s_classic", "train_images_per_s_project", "train_ratio",
-                "median_train_ratio", "predict_images_per_s_classic", "predict_images_per_s_project",
-                "predict_ratio", "median_predict_ratio", "cpu_ms_per_image", "matmul_gflops", "fraction_of_peak",
-                "project_train_path", "project_predict_path", "precision_check"):
-        if key in out:
-            print(f"{key}: {out[key]}", flush=True)
+    if precision != "float32":
+        out["precision_check"] = _precision(args.quick, precision, args.jit == "on", True)
+    for part in ("train", "predict"):
+        for name in measured:
+            r = out[part][name]
+            print(f"{part} {name}: CPU ms/img {r['cpu_ms_per_image']} -> ratio {r['cpu_ratio']}; wall img/s "
+                  f"{r['images_per_s_median']} -> median of rounds {r['wall_ratio_median_of_rounds']} "
+                  f"(per round {r['wall_ratio_per_round']})", flush=True)
+    if "precision_check" in out:
+        print(f"precision_check: {out['precision_check']}", flush=True)
     C.write_json(out_path, out)
     print(f"wrote {out_path}", flush=True)
 

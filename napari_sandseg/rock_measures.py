@@ -182,7 +182,8 @@ def local_thickness(pore: np.ndarray, voxel_size: Sequence[float], n_sizes: int 
     Returns
     -------
     ndarray, float32
-        Local thickness (diameter) of each pore voxel; 0 outside the pore space.
+        Local thickness (diameter) of each pore voxel; 0 outside the pore space, and 0 everywhere
+        when the volume holds no solid (nothing bounds the balls).
     """
     pore = np.asarray(pore, dtype=bool)
     squeeze = is_2d(pore.shape)
@@ -193,7 +194,7 @@ def local_thickness(pore: np.ndarray, voxel_size: Sequence[float], n_sizes: int 
     scale = float(physical.min())
     sampling = tuple(physical / scale)
     result = np.zeros(mask.shape, dtype=np.float32)
-    if not mask.any():
+    if not mask.any() or mask.all():  # no pore, or no wall: no ball is bounded, no thickness
         return result[None] if squeeze else result
     dist = ndi.distance_transform_edt(mask, sampling=sampling).astype(np.float32)
     radii = np.unique(np.linspace(1.0, float(dist.max()), n_sizes).astype(np.float32))[::-1]

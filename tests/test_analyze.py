@@ -239,6 +239,12 @@ def test_report_keys_and_pair_differences():
     assert to_csv(report).splitlines()[0] == "measure,truth,prediction,unit"
 
 
+def test_volume_of_pore_only_has_no_pore_size():
+    report = analyze(np.zeros((4, 10, 10), dtype=np.uint8))
+    assert report["porosity"] == 1.0 and report["connected_porosity"] == 1.0
+    assert report["pore_size"]["mean"] is None and report["pore_size"]["histogram"] == []
+
+
 def test_bad_input_is_one_clear_error():
     with pytest.raises(InputError, match="shape"):
         analyze(np.zeros((2, 2, 2, 2), dtype=np.uint8))

@@ -20,12 +20,13 @@ from typing import Any, Callable, Generator, Sequence
 import numpy as np
 
 from . import rock_measures as rm
-from .classmap import MAX_CLASSES, check_integer_valued
+from .classmap import MAX_CLASSES, SANDSTONE_NAMES, check_integer_valued
 from .errors import InputError, SandsegWarning
 from .io import check_pair
+from .units import check_voxel_size
 
-#: Name of the class that is pore space by default (as :data:`napari_sandseg.classmap.SANDSTONE_NAMES`).
-PORE_NAME = "pore"
+#: Name of the class that is pore space by default.
+PORE_NAME = SANDSTONE_NAMES[0]
 
 #: How close the sub-cube porosities must stay to the whole-volume porosity for the REV (fraction).
 REV_TOLERANCE = 0.01
@@ -71,16 +72,6 @@ def pore_value(values: Sequence[int], names: Sequence[str] = (), choice: str | i
         return values[lowered.index(text.lower())]
     named = f" or names {list(names)}" if names else ""
     raise InputError(f"pore class {choice!r} is not one of the class values {values}{named}")
-
-
-def check_voxel_size(voxel_size: Sequence[float]) -> tuple[float, float, float]:
-    """Three positive, finite voxel edges ``(z, y, x)``; one number means a cubic voxel."""
-    sizes = tuple(float(v) for v in np.atleast_1d(np.asarray(voxel_size, dtype=float)))
-    if len(sizes) == 1:
-        sizes = sizes * 3
-    if len(sizes) != 3 or not all(np.isfinite(v) and v > 0 for v in sizes):
-        raise InputError(f"voxel size must be one or three positive numbers (z, y, x), got {list(sizes)}")
-    return sizes  # type: ignore[return-value]
 
 
 def iter_analyze(

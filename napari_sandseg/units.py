@@ -7,6 +7,7 @@ except TIFF resolution tags in centimetres, which are turned into micrometres.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Sequence, Union
@@ -51,10 +52,31 @@ def parse_voxel_size(text: str) -> VoxelSize:
             f"or three numbers z,y,x such as 5,2.5,2.5um (units: nm, um, mm, cm, m, px)"
         )
     numbers = [float(n) for n in re.split(r"\s*[,x×]\s*", match.group(1).strip())]
-    if len(numbers) == 2 or not all(n > 0 for n in numbers):
-        raise ConfigError(f"voxel size {text!r}: give one edge or three (z, y, x), all above zero")
-    sizes = tuple(numbers * 3 if len(numbers) == 1 else numbers)
-    return sizes, UNITS[unit_text]  # type: ignore[return-value]
+    try:
+        sizes = check_voxel_size(numbers)
+    except ConfigError:
+        raise ConfigError(f"voxel size {text!r}: give one edge or three (z, y, x), all above zero") from None
+    return sizes, UNITS[unit_text]
+
+
+def check_voxel_size(voxel_size) -> tuple[float, float, float]:
+    """Three positive, finite voxel edges ``(z, y, x)``; one number means a cubic voxel.
+
+    Raises
+    ------
+    ConfigError
+        Naming the values given.
+    """
+    try:
+        many = hasattr(voxel_size, "__iter__") and not isinstance(voxel_size, str)
+        sizes = tuple(float(v) for v in (voxel_size if many else [voxel_size]))
+    except (TypeError, ValueError):
+        sizes = ()
+    if len(sizes) == 1:
+        sizes = sizes * 3
+    if len(sizes) != 3 or not all(math.isfinite(v) and v > 0 for v in sizes):
+        raise ConfigError(f"voxel size must be one or three positive numbers (z, y, x), got {voxel_size!r}")
+    return sizes  # type: ignore[return-value]
 
 
 def read_voxel_size(path: Union[str, Path]) -> VoxelSize | None:

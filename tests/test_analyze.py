@@ -250,7 +250,7 @@ def test_bad_input_is_one_clear_error():
         analyze(np.zeros((2, 2, 2, 2), dtype=np.uint8))
     with pytest.raises(InputError, match="fractional"):
         analyze(np.full((2, 4, 4), 0.5))
-    with pytest.raises(InputError, match="voxel size"):
+    with pytest.raises(ConfigError, match="voxel size"):
         analyze(np.zeros((2, 4, 4), dtype=np.uint8), (1, -1, 1))
     with pytest.raises(InputError, match="local thickness needs the whole pore space"):
         rm.check_memory((512, 1024, 1024), "local thickness", available=2**30)

@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-from qtpy.QtCore import QTimer
 
 from napari_sandseg._reader import napari_get_reader
 from napari_sandseg._widgets._correct_widget import CorrectWidget
@@ -23,36 +22,7 @@ from napari_sandseg.metrics import evaluate
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 JOB_TIMEOUT_MS = 180_000
-#: Largest allowed stall of the event loop while training runs. A heavily shared machine can
-#: starve even an idle event loop of CPU; SANDSEG_MAX_GAP_MS raises the limit there (say so).
-MAX_GAP_MS = float(os.environ.get("SANDSEG_MAX_GAP_MS", 250))
-
-
-class GapMeter:
-    """Ticks a 20 ms QTimer and records the largest gap between ticks (event-loop stalls)."""
-
-    def __init__(self) -> None:
-        self.last = None
-        self.largest = 0.0
-        self.when = 0.0  # seconds after the start when the largest gap ended
-        self.start = time.perf_counter()
-        self.timer = QTimer()
-        self.timer.setInterval(20)
-        self.timer.timeout.connect(self._tick)
-
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        if self.last is not None and now - self.last > self.largest:
-            self.largest, self.when = now - self.last, now - self.start
-        self.last = now
-
-    def __enter__(self) -> "GapMeter":
-        self.start = time.perf_counter()
-        self.timer.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.timer.stop()
+# How responsive the event loop stays while the engine trains is test_event_loop.py's check.
 
 
 def _wait_job(qtbot, widget) -> None:
@@ -73,22 +43,17 @@ def test_whole_loop(tiny_viewer, tiny_files, qtbot, tmp_path, monkeypatch):
     assert [type(l).__name__ for l in viewer.layers] == ["Image", "Labels"]
     state = session_for(viewer)
 
-    # ---- train, measuring how responsive the event loop stays
+    # ---- train
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train)
     assert train.image_picker.currentText() == "images" and train.labels_picker.currentText() == "masks"
     _setup_train(train)
     # As when the widget is first shown: the engine process starts and reports the device.
-    with GapMeter() as start_meter:
-        train.detect_device()
-        qtbot.waitUntil(lambda: train.device.text() != "Device: detecting...", timeout=JOB_TIMEOUT_MS)
+    train.detect_device()
+    qtbot.waitUntil(lambda: train.device.text() != "Device: detecting...", timeout=JOB_TIMEOUT_MS)
     assert train.device.text() == "Device: CPU: no GPU found" or train.device.text().startswith("Device: GPU: ")
-    print(f"\nlargest event-loop gap while the engine process started: {start_meter.largest * 1000:.0f} ms")
-    with GapMeter() as meter:
-        train.train_button.click()
-        _wait_job(qtbot, train)
-    print(f"\nlargest event-loop gap during training: {meter.largest * 1000:.0f} ms at {meter.when:.1f} s")
-    assert meter.largest * 1000 < MAX_GAP_MS
+    train.train_button.click()
+    _wait_job(qtbot, train)
     assert state.model is not None and state.model.path.exists()
     assert train.plot.series["validation loss"].y.size == 1  # live curves got the epoch
     assert train.epoch_bar.value() == 1
@@ -159,12 +124,19 @@ def test_whole_loop(tiny_viewer, tiny_files, qtbot, tmp_path, monkeypatch):
     train.patience.setValue(0)
     train.train_button.click()
     qtbot.waitUntil(lambda: len(train._epoch_x) >= 1, timeout=JOB_TIMEOUT_MS)
+    seen = len(train._epoch_x)
     train.cancel_button.click()
     _wait_job(qtbot, train)
-    assert train.status.text().startswith("Cancelled: stopped at epoch ") and len(train._epoch_x) < 200
-    assert "; kept epoch " in train.status.text()
+    # Cancel stops at the next batch: at most the epoch already finishing when the click
+    # arrived completes (its message may still have been on the way), never the 200.
+    done = len(train._epoch_x)
+    assert seen <= done <= seen + 1, (seen, done)
+    # "stopped at" names the epoch the cancel cut short, or the last one when it fell between two.
+    assert any(train.status.text().startswith(f"Cancelled: stopped at epoch {at} of 200; kept epoch ")
+               for at in (done, done + 1)), train.status.text()
     sidecar = json.loads(state.model.path.with_suffix(".json").read_text())
     assert any("cancelled" in note for note in sidecar["notes"])
+    assert len(sidecar["history"]["loss"]) == done  # the saved model's history is the run shown
 
     # ---- export and re-read
     export = ExportWidget(viewer)

@@ -435,7 +435,8 @@ def start_clock() -> None:
 
 
 def git_commit(paths: tuple[str, ...] = ("napari_sandseg", "benchmarks", "pyproject.toml")) -> str:
-    """HEAD of the repository, with ``+dirty`` when the measured code (``paths``) differs from it."""
+    """HEAD of the repository, with ``+dirty`` when the measured code (``paths``: changed or
+    untracked files, result files aside) differs from it."""
     import subprocess
 
     def git(*args: str) -> subprocess.CompletedProcess:
@@ -444,8 +445,8 @@ def git_commit(paths: tuple[str, ...] = ("napari_sandseg", "benchmarks", "pyproj
     head = git("rev-parse", "HEAD")
     if head.returncode:
         return "unknown (not a git checkout)"
-    dirty = git("diff", "--quiet", "HEAD", "--", *paths).returncode != 0
-    return head.stdout.strip() + ("+dirty" if dirty else "")
+    status = git("status", "--porcelain", "--", *paths, ":(exclude)benchmarks/results")
+    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
 def stamp() -> dict[str, Any]:

@@ -10,6 +10,7 @@ import numpy as np
 from ._layers import class_map_from_metadata, default_class_map, dense_ids
 from .errors import InputError
 from .io import write_labels
+from .units import layer_voxel_size
 
 
 def labels_to_values(data: np.ndarray, metadata: dict[str, Any] | None, name: str) -> tuple[np.ndarray, Any]:
@@ -56,7 +57,8 @@ def write_labels_layer(path: str, data: Any, attributes: dict[str, Any]) -> list
     """npe2 single-layer writer for Labels layers.
 
     napari's save dialog has already asked before replacing a file, so an existing file is
-    overwritten here (atomically: the old file survives any failure).
+    overwritten here (atomically: the old file survives any failure). A layer shown in a
+    physical unit keeps its scale as the TIFF's voxel size (ImageJ ``spacing``/``unit``).
 
     Returns
     -------
@@ -67,5 +69,6 @@ def write_labels_layer(path: str, data: Any, attributes: dict[str, Any]) -> list
     if target.suffix.lower() not in (".tif", ".tiff"):
         target = target.with_suffix(".tif")
     ids, class_map = labels_to_values(data, attributes.get("metadata"), attributes.get("name", "labels"))
-    write_labels(target, ids, class_map, overwrite=True, compression="zlib")
+    voxel_size = layer_voxel_size(attributes.get("scale", ()), attributes.get("units", ()))
+    write_labels(target, ids, class_map, overwrite=True, compression="zlib", voxel_size=voxel_size)
     return [str(target)]

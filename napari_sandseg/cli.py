@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=_predict_precision_names(), default="auto",
                    help="arithmetic of the model: auto (default) = mixed_bfloat16 on CPUs with native bfloat16 "
                    "and no GPU (faster, nearly identical labels), else float32; float32 is exact everywhere")
+    p.add_argument("--voxel-size", default=None, metavar="SIZE",
+                   help="voxel edge with unit written into TIFF outputs, e.g. 2.5um or 5,2.5,2.5um "
+                   "(default: the input TIFF's own, else none)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                    help="segment on this dask cluster (e.g. tcp://host:8786); workers must see the same files")
@@ -463,7 +466,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             args.model, args.images, args.out, probabilities_path=args.probabilities,
             uncertainty_path=args.uncertainty,
             batch_size=args.batch_size, overwrite=args.overwrite, tta=args.tta, **_tiling(args),
-            precision=args.precision, **_reading(args),
+            precision=args.precision, **_reading(args), voxel_size=_voxel_size(args),
             progress=lambda done, total: bar.update(done / max(total, 1), f"{done}/{total} slices"),
         )
     finally:
@@ -476,6 +479,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _tiling(args: argparse.Namespace) -> dict:
     """``--tile-size`` as predict keywords: not given -> the engine's default, 0 -> whole slices."""
     return {} if args.tile_size is None else {"tile_size": args.tile_size or None}
+
+
+def _voxel_size(args: argparse.Namespace):
+    """``--voxel-size`` parsed (:func:`napari_sandseg.units.parse_voxel_size`), or None when not given."""
+    from .units import parse_voxel_size
+
+    return None if args.voxel_size is None else parse_voxel_size(args.voxel_size)
 
 
 def _check_predict_output(path: Path, overwrite: bool) -> None:
@@ -509,7 +519,7 @@ def _predict_on_dask(args: argparse.Namespace) -> int:
         predict_cluster(
             args.model, args.images, args.out, scheduler=args.dask_scheduler, workers=args.workers,
             batch_size=args.batch_size, tta=args.tta, overwrite=args.overwrite, **_tiling(args),
-            precision=args.precision,
+            precision=args.precision, voxel_size=_voxel_size(args),
             progress=lambda done, total: bar.update(done / max(total, 1), f"{done}/{total} slices"),
         )
     finally:

@@ -155,6 +155,7 @@ def predict_cluster(
     tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_halo: int = DEFAULT_TILE_HALO,
     precision: str = "float32",
+    voxel_size=None,
 ) -> Path:
     """Segment ``images_path`` into ``out_path`` across dask workers; labels equal the single-process ones.
 
@@ -175,7 +176,7 @@ def predict_cluster(
     batches_per_slab : int
         Model batches per dask task: bigger slabs mean less scheduling overhead, smaller ones
         better balance and less memory per worker.
-    tta, overwrite, cancel, progress, tile_size, tile_halo
+    tta, overwrite, cancel, progress, tile_size, tile_halo, voxel_size
         As in :func:`napari_sandseg.predict.predict_file`.
     precision : {"float32", "mixed_bfloat16", "auto"}
         Arithmetic of the model, as in :func:`napari_sandseg.predict.predict_file`; ``"auto"``
@@ -196,10 +197,11 @@ def predict_cluster(
     """
     from distributed import as_completed
 
-    from .lazy import open_volume
+    from .lazy import is_zarr, open_volume
     from .model import check_compatible, load_model
     from .outputs import slab_writer
     from .predict import check_precision, check_tiling, slab_size
+    from .units import read_voxel_size
 
     check_tiling(tile_size, tile_halo)
     check_precision(precision)
@@ -215,6 +217,8 @@ def predict_cluster(
     volume = open_volume(images_path)
     check_compatible(info, volume)
     label_dtype = info.class_map.decode(np.zeros(1, np.uint8)).dtype
+    if voxel_size is None and not is_zarr(images_path):
+        voxel_size = read_voxel_size(images_path)  # the output keeps the input's spacing
     # Slabs are whole multiples of the model call size iter_predict will use (lowered for big
     # slices), so workers run exactly the single-process batches.
     slabs = slab_ranges(volume.shape[0], slab_size(batch_size, *volume.shape[1:]), batches_per_slab)
@@ -226,7 +230,8 @@ def predict_cluster(
         window = max(1, SLABS_PER_WORKER * len(client.scheduler_info()["workers"]))
         task = {"batch_size": batch_size, "tta": tta, "tile_size": tile_size, "tile_halo": tile_halo,
                 "precision": cluster_precision(client, precision)}
-        with slab_writer(out_path, tuple(volume.shape), label_dtype, overwrite=overwrite) as writer:
+        with slab_writer(out_path, tuple(volume.shape), label_dtype, overwrite=overwrite,
+                         voxel_size=voxel_size) as writer:
             _run_in_order(client, as_completed, writer, slabs, str(images_path), task, window,
                           info.class_map.decode, volume.shape[0], cancel, progress)
     finally:

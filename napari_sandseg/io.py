@@ -606,6 +606,7 @@ def write_volume(
     array: np.ndarray,
     overwrite: bool = False,
     compression: str | None = None,
+    voxel_size=None,
 ) -> Path:
     """Write a ``(Z, Y, X)`` (or 2D) array as a grayscale multi-page TIFF, atomically.
 
@@ -620,6 +621,9 @@ def write_volume(
     compression : {None, "zlib"}
         ``None`` writes contiguous uncompressed pages that :func:`read_volume_lazy` can
         memory-map; ``"zlib"`` is lossless and much smaller for label stacks.
+    voxel_size : ((z, y, x), unit), optional
+        Kept in a ``(Z, Y, X)`` stack as ImageJ ``spacing``/``unit`` and resolution tags
+        (:func:`napari_sandseg.outputs.imagej_voxel_tags`).
 
     Returns
     -------
@@ -644,6 +648,9 @@ def write_volume(
         array = array.view(np.uint8)  # TIFF has no bool; 0/1 bytes read back everywhere
     if compression not in COMPRESSIONS:
         raise ConfigError(f"compression must be one of {list(COMPRESSIONS)}, got {compression!r}")
+    from .outputs import imagej_voxel_tags
+
+    tags = {"metadata": {"axes": "ZYX" if array.ndim == 3 else "YX"}, **imagej_voxel_tags(array.shape, voxel_size)}
     with atomic_write(path, overwrite=overwrite) as tmp:
         tifffile.imwrite(
             tmp,
@@ -651,7 +658,7 @@ def write_volume(
             photometric="minisblack",  # never let a (Z, Y, 3) stack be taken for RGB
             compression=compression,
             bigtiff=array.nbytes >= BIGTIFF_THRESHOLD,
-            metadata={"axes": "ZYX" if array.ndim == 3 else "YX"},
+            **tags,
         )
     return Path(path)
 
@@ -662,6 +669,7 @@ def write_labels(
     class_map: ClassMap,
     overwrite: bool = False,
     compression: str | None = None,
+    voxel_size=None,
 ) -> Path:
     """Write class ids as a mask holding the original class values, atomically.
 
@@ -673,7 +681,7 @@ def write_labels(
         Integer class ids ``0..K-1``, 2D or 3D.
     class_map : ClassMap
         Maps ids back to the user's values (e.g. ``0/85/170/255``).
-    overwrite, compression
+    overwrite, compression, voxel_size
         As in :func:`write_volume`.
 
     Returns
@@ -688,7 +696,8 @@ def write_labels(
     OutputError
         See :func:`atomic_write`.
     """
-    return write_volume(path, class_map.decode(ids), overwrite=overwrite, compression=compression)
+    return write_volume(path, class_map.decode(ids), overwrite=overwrite, compression=compression,
+                        voxel_size=voxel_size)
 
 
 _SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")

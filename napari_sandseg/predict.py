@@ -489,6 +489,7 @@ def predict_file(
     tile_halo: int = DEFAULT_TILE_HALO,
     precision: str = "float32",
     rgb_as_slices: bool = False,
+    voxel_size=None,
 ) -> Path:
     """Segment a volume file into a label stack, streamed slab by slab.
 
@@ -526,6 +527,9 @@ def predict_file(
         ``"auto"``).
     rgb_as_slices : bool
         Read a TIFF tagged as planar RGB(A) as slices (:func:`napari_sandseg.io.read_volume`).
+    voxel_size : ((z, y, x), unit), optional
+        Kept in TIFF outputs (ImageJ ``spacing``/``unit``, resolution tags); by default the
+        one the input TIFF carries (:func:`napari_sandseg.units.read_voxel_size`), if any.
 
     Returns
     -------
@@ -538,6 +542,7 @@ def predict_file(
     from .lazy import is_zarr, open_volume
     from .model import check_compatible, load_model
     from .outputs import slab_writer
+    from .units import read_voxel_size
 
     check_tiling(tile_size, tile_halo)
     check_precision(precision)
@@ -569,6 +574,8 @@ def predict_file(
     z, h, w = volume.shape
     k = info.n_classes
     label_dtype = info.class_map.decode(np.zeros(1, np.uint8)).dtype
+    if voxel_size is None and not is_zarr(images_path):
+        voxel_size = read_voxel_size(images_path)  # the outputs keep the input's spacing
 
     layouts = {
         "out_path": ((z, h, w), label_dtype),
@@ -577,7 +584,8 @@ def predict_file(
     }
     with contextlib.ExitStack() as stack:
         writers = {
-            name: stack.enter_context(slab_writer(p, *layouts[name], overwrite=overwrite)) for name, p in targets.items()
+            name: stack.enter_context(slab_writer(p, *layouts[name], overwrite=overwrite, voxel_size=voxel_size))
+            for name, p in targets.items()
         }
         for z0, _, labels, probs, unc in iter_predict(
             model, volume, info, batch_size=batch_size, probabilities="probabilities_path" in writers,

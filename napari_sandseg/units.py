@@ -143,3 +143,30 @@ def _rational(value) -> float | None:
     else:
         number = float(value)
     return number or None
+
+
+def layer_kwargs(voxel_size: VoxelSize | None, ndim: int) -> dict:
+    """napari layer keywords (``scale``, ``units``) that show a ``(z, y, x)`` voxel size.
+
+    Empty when there is no voxel size, it is in pixels, or the layer is not 2D or 3D; a 2D
+    layer takes the y and x edges. napari's scale bar reads the layers' ``units``.
+    """
+    if voxel_size is None or voxel_size[1] == "px" or ndim not in (2, 3):
+        return {}
+    sizes, unit = voxel_size
+    return {"scale": tuple(float(v) for v in sizes[-ndim:]), "units": (unit,) * ndim}
+
+
+def layer_voxel_size(scale: Sequence[float], units: Sequence) -> VoxelSize | None:
+    """The voxel size a napari layer shows (its ``scale`` in its ``units``), or None in pixels.
+
+    The inverse of :func:`layer_kwargs`: a 2D layer's z edge is taken equal to its y edge.
+    Layers whose axes have different units, or a unit this module does not know, give None.
+    ``scale`` and ``units`` are the layer's attributes (or the writer's layer attributes).
+    """
+    names = {str(u).strip().lower() for u in units or ()}
+    unit = UNITS.get(names.pop()) if len(names) == 1 else None
+    scale = tuple(float(v) for v in scale)
+    if unit in (None, "px") or len(scale) not in (2, 3):
+        return None
+    return check_voxel_size(scale if len(scale) == 3 else (scale[0], *scale)), unit

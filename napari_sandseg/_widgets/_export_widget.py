@@ -15,6 +15,7 @@ from .._layers import ANNOTATION_KEY, SOURCE_KEY, class_map_from_metadata
 from .._writer import class_ids, labels_to_values
 from ..classmap import ClassMap, value_dtype
 from ..io import write_labels, write_volume
+from ..units import layer_voxel_size
 from ._common import LayerPicker, SandsegWidget
 from ._files import is_lazy, safe_name
 from ._results import is_segmentation
@@ -25,27 +26,28 @@ EXPORT_SLAB_BYTES = 64 * 2**20
 
 
 def export_job(data: np.ndarray, metadata: dict[str, Any], name: str, path: Path, overwrite: bool,
-               cancel: threading.Event) -> Generator[str, None, Path]:
+               cancel: threading.Event, voxel_size=None) -> Generator[str, None, Path]:
     """Worker: decode the layer to its original class values and write the stack atomically.
 
     An annotation layer (scribbles) is written as painted: its values 1..K with 0 where nothing
-    was painted, the form ``sandseg train --sparse`` reads back.
+    was painted, the form ``sandseg train --sparse`` reads back. ``voxel_size``
+    (``((z, y, x), unit)``, the layer's scale) is kept as the TIFF's ImageJ spacing and unit.
     """
     yield "writing"
     if metadata.get(ANNOTATION_KEY):
-        return write_volume(path, np.asarray(data), overwrite=overwrite, compression="zlib")
+        return write_volume(path, np.asarray(data), overwrite=overwrite, compression="zlib", voxel_size=voxel_size)
     ids, class_map = labels_to_values(data, metadata, name)
-    return write_labels(path, ids, class_map, overwrite=overwrite, compression="zlib")
+    return write_labels(path, ids, class_map, overwrite=overwrite, compression="zlib", voxel_size=voxel_size)
 
 
 def export_lazy_job(data: Any, metadata: dict[str, Any], name: str, path: Path, overwrite: bool,
-                    cancel: threading.Event) -> Generator[str, None, Path]:
+                    cancel: threading.Event, voxel_size=None) -> Generator[str, None, Path]:
     """Worker: stream a lazy ``(Z, Y, X)`` Labels layer (dask/zarr) to a TIFF a slab at a time.
 
     A streamed segmentation can be larger than memory, so it is never read whole: each slab
     of slices is read, decoded to the original class values and appended to a temporary
     (Big)TIFF that replaces ``path`` only when every slice is written. Cancelling (or any
-    error) leaves ``path`` as it was.
+    error) leaves ``path`` as it was. ``voxel_size`` as in :func:`export_job`.
     """
     from ..errors import Cancelled
     from ..outputs import slab_writer
@@ -57,7 +59,8 @@ def export_lazy_job(data: Any, metadata: dict[str, Any], name: str, path: Path, 
     if class_map is None:  # values 1..max are the classes: one streaming pass finds max
         top = max((int(np.max(np.asarray(data[z : z + step]))) for z in range(0, n, step)), default=1)
         class_map = ClassMap(tuple(range(max(top, 1))))
-    with slab_writer(path, tuple(data.shape), value_dtype(class_map.values), overwrite=overwrite) as writer:
+    with slab_writer(path, tuple(data.shape), value_dtype(class_map.values), overwrite=overwrite,
+                     voxel_size=voxel_size) as writer:
         for z0 in range(0, n, step):
             if cancel.is_set():
                 raise Cancelled(f"export of '{name}' cancelled; {path} was not changed")
@@ -158,6 +161,7 @@ class ExportWidget(SandsegWidget):
         job, data = (export_lazy_job, layer.data) if is_lazy(layer) else (export_job, np.array(layer.data))
         self.run_job(
             job, data, dict(layer.metadata), name, path, overwrite,
+            voxel_size=layer_voxel_size(layer.scale, layer.units),
             on_yield=self.status.setText, on_return=lambda written: self._exported(name, written),
         )
 

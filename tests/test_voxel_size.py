@@ -1,0 +1,118 @@
+"""Voxel size end to end: read from a TIFF -> segment -> write -> read back the same spacing and unit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sandseg.classmap import ClassMap
+from napari_sandseg.cli import main
+from napari_sandseg.data import Normalization
+from napari_sandseg.io import read_volume, write_volume
+from napari_sandseg.model import ModelInfo, save_model
+from napari_sandseg.units import layer_kwargs, layer_voxel_size, read_voxel_size
+
+VOXEL = ((5.0, 2.5, 2.0), "um")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A two-layer network saved with a sidecar: plumbing, not accuracy, is under test."""
+    from napari_sandseg._tf import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    inp = k.Input((None, None, 1))
+    out = k.layers.Conv2D(3, 1, activation="softmax")(k.layers.Conv2D(4, 3, padding="same", activation="relu")(inp))
+    info = ModelInfo(config={}, class_map=ClassMap((0, 128, 255)), normalization=Normalization(0.0, 255.0),
+                     backbone="tiny", n_classes=3)
+    return save_model(k.Model(inp, out), tmp_path_factory.mktemp("m") / "m.keras", info)
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """A (4, 40, 48) stack whose TIFF carries 5 x 2.5 x 2 um voxels the ImageJ way."""
+    volume = np.random.default_rng(0).integers(0, 256, size=(4, 40, 48), dtype=np.uint8)
+    path = tmp_path / "images.tif"
+    tifffile.imwrite(path, volume, imagej=True, resolution=(1 / 2.0, 1 / 2.5),
+                     metadata={"spacing": 5.0, "unit": "micron", "axes": "ZYX"})
+    assert read_voxel_size(path) == VOXEL
+    return path
+
+
+def test_predict_keeps_the_input_voxel_size(model_file, stack, tmp_path):
+    out, unc, probs = tmp_path / "labels.tif", tmp_path / "unc.tif", tmp_path / "probs.tif"
+    assert main(["predict", "--model", str(model_file), "--images", str(stack), "--out", str(out),
+                 "--uncertainty", str(unc), "--probabilities", str(probs), "--precision", "float32"]) == 0
+    assert read_voxel_size(out) == VOXEL
+    assert read_voxel_size(unc) == VOXEL
+    labels = read_volume(out)
+    assert labels.shape == (4, 40, 48) and set(np.unique(labels)) <= {0, 128, 255}
+    with tifffile.TiffFile(out) as tif:  # ImageJ reads it too: spacing and unit in its own keys
+        assert tif.imagej_metadata["spacing"] == 5.0 and tif.imagej_metadata["unit"] == "micron"
+    assert tifffile.imread(probs).shape == (4, 40, 48, 3)  # (Z, Y, X, K): no ImageJ tags, still readable
+
+
+def test_predict_voxel_size_option_overrides_the_file(model_file, stack, tmp_path):
+    out = tmp_path / "labels.tif"
+    assert main(["predict", "--model", str(model_file), "--images", str(stack), "--out", str(out),
+                 "--precision", "float32", "--voxel-size", "0.004mm"]) == 0
+    assert read_voxel_size(out) == ((0.004, 0.004, 0.004), "mm")
+
+
+def test_predict_without_voxel_size_writes_none(model_file, tmp_path):
+    src = write_volume(tmp_path / "plain.tif", np.zeros((2, 32, 32), np.uint8))
+    out = tmp_path / "labels.tif"
+    assert main(["predict", "--model", str(model_file), "--images", str(src), "--out", str(out),
+                 "--precision", "float32"]) == 0
+    assert read_voxel_size(out) is None
+
+
+def test_bad_voxel_size_option_is_one_message(model_file, stack, tmp_path, capsys):
+    assert main(["predict", "--model", str(model_file), "--images", str(stack), "--out", str(tmp_path / "o.tif"),
+                 "--voxel-size=-1um"]) == 2
+    err = capsys.readouterr().err
+    assert "voxel size '-1um'" in err and "Traceback" not in err
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_layer_scale_round_trip():
+    kwargs = layer_kwargs(VOXEL, 3)
+    assert kwargs == {"scale": (5.0, 2.5, 2.0), "units": ("um",) * 3}
+    assert layer_voxel_size(kwargs["scale"], kwargs["units"]) == VOXEL
+    assert layer_kwargs(VOXEL, 2) == {"scale": (2.5, 2.0), "units": ("um", "um")}
+    assert layer_kwargs(((1.0, 1.0, 1.0), "px"), 3) == {} and layer_kwargs(None, 3) == {}
+    assert layer_voxel_size((1.0, 1.0, 1.0), ("pixel",) * 3) is None  # napari's default: no voxel size
+    assert layer_voxel_size((1.0, 2.0, 2.0), ("micrometer", "micrometer", "millimeter")) is None
+
+
+def test_napari_writer_keeps_the_layer_scale(tmp_path):
+    from napari_sandseg._layers import labels_layer_kwargs
+    from napari_sandseg._writer import write_labels_layer
+
+    class_map = ClassMap((0, 128, 255))
+    data = np.random.default_rng(1).integers(1, 4, size=(3, 16, 20)).astype(np.uint8)
+    attributes = {**labels_layer_kwargs(class_map, "seg"), "scale": [5.0, 2.5, 2.0],
+                  "units": ("micrometer",) * 3}
+    (written,) = write_labels_layer(str(tmp_path / "seg.tif"), data, attributes)
+    assert read_voxel_size(written) == VOXEL
+    np.testing.assert_array_equal(read_volume(written), np.asarray(class_map.values)[data - 1])
+    (plain,) = write_labels_layer(str(tmp_path / "plain.tif"), data, {**attributes, "units": ("pixel",) * 3})
+    assert read_voxel_size(plain) is None
+
+
+def test_export_jobs_keep_the_voxel_size(tmp_path):
+    import threading
+
+    from napari_sandseg._layers import labels_layer_kwargs
+    from napari_sandseg._widgets._export_widget import export_job, export_lazy_job
+    from _helpers import drain
+
+    class_map = ClassMap((0, 128, 255))
+    metadata = labels_layer_kwargs(class_map, "seg")["metadata"]
+    data = np.random.default_rng(2).integers(1, 4, size=(3, 16, 20)).astype(np.uint8)
+    for job, name in ((export_job, "eager.tif"), (export_lazy_job, "lazy.tif")):
+        _, written = drain(job(data, metadata, "seg", tmp_path / name, False, threading.Event(), voxel_size=VOXEL))
+        assert read_voxel_size(written) == VOXEL
+        np.testing.assert_array_equal(read_volume(written), np.asarray(class_map.values)[data - 1])

@@ -161,7 +161,7 @@ def make_callbacks(
     reduce_on_plateau: bool,
     val_mean_iou: Callable[[], float | None] | None = None,
     fresh_batchnorm: tuple[Any, list, float, Callable[[], Iterable]] | None = None,
-    preview: Callable[[], tuple[int, np.ndarray] | None] | None = None,
+    preview: Callable[[], tuple[int, np.ndarray, np.ndarray | None] | None] | None = None,
 ) -> list:
     """Callbacks for ``model.fit``: validation IoU, progress/cancel, best checkpoint, early stopping.
 
@@ -193,7 +193,8 @@ def make_callbacks(
         are recomputed on the twin by :func:`refresh_batchnorm` and copied back (the same on
         one device or several replicas).
     preview : callable, optional
-        ``preview()`` -> ``(z, class ids of slice z)`` with the current weights, or None; its
+        ``preview()`` -> ``(z, class ids of slice z, entropy of slice z or None)`` with the
+        current weights, or None; its
         result rides on each whole epoch's event and, within an epoch, on a batch event
         whenever :class:`PreviewClock` says one is due (a live preview for the user).
     """
@@ -223,10 +224,14 @@ def make_callbacks(
 
     clock = PreviewClock()
 
-    def _preview_if(due: bool) -> tuple[int, np.ndarray] | None:
+    def _preview_if(due: bool) -> dict[str, Any]:
+        """The live-preview fields of an event (none when no preview is due)."""
         if preview is None or state.stopping() or not due:
-            return None
-        return clock.take(preview)
+            return {}
+        shown = clock.take(preview)
+        if shown is None:
+            return {}
+        return {"preview_z": shown[0], "preview": shown[1], "preview_uncertainty": shown[2]}
 
     class Progress(keras.callbacks.Callback):
         """Pushes batch/epoch events (with live previews) and stops at the next batch end once cancel is set."""
@@ -244,7 +249,7 @@ def make_callbacks(
                 TrainEvent(
                     "batch", epoch, epochs, batch, batches, logs.get("loss"), None, logs,
                     min(done / (epochs * batches), 1.0), f"epoch {epoch + 1}/{epochs}, batch {batch + 1}/{batches}",
-                    preview=None if shown is None else shown[1], preview_z=None if shown is None else shown[0],
+                    **shown,
                 )
             )
             if (state.cancel.is_set() or state.abort.is_set()) and not self.model.stop_training:
@@ -289,7 +294,7 @@ def make_callbacks(
                 TrainEvent(
                     "epoch", epoch, epochs, -1, batches, logs.get("loss"), logs.get("val_loss"), logs,
                     min((epoch + 1) / epochs, 1.0), msg,
-                    preview=None if shown is None else shown[1], preview_z=None if shown is None else shown[0],
+                    **shown,
                 )
             )
 

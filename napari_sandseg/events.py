@@ -43,6 +43,9 @@ class TrainEvent:
         the class ids (2D) of slice ``preview_z`` segmented with the current weights.
     preview_z : int or None
         The slice of ``preview``.
+    preview_uncertainty : ndarray or None
+        With ``preview``, when the run was asked for it: the per-pixel entropy (2D, 0..1)
+        of the same prediction.
     """
 
     kind: str
@@ -57,6 +60,7 @@ class TrainEvent:
     message: str = ""
     preview: Any = None
     preview_z: int | None = None
+    preview_uncertainty: Any = None
 
 
 @dataclass

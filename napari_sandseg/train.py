@@ -74,6 +74,7 @@ def train(
     init_model: str | os.PathLike | None = None,
     cancel: threading.Event | None = None,
     preview: Callable[[], int | None] | None = None,
+    preview_uncertainty: Callable[[], bool] | None = None,
 ) -> Generator[TrainEvent, None, TrainResult]:
     """Train a model, yielding progress events; returns a :class:`TrainResult`.
 
@@ -104,6 +105,10 @@ def train(
         starts, every few seconds within long epochs and after every whole epoch, that slice
         is segmented with the current weights and sent on the event (``TrainEvent.preview``),
         so a user can watch it improve. Called each time, so the slice may change during the run.
+    preview_uncertainty : callable, optional
+        ``preview_uncertainty()`` -> whether the preview also carries the slice's per-pixel
+        entropy (``TrainEvent.preview_uncertainty``); asked at each preview, so the user can
+        switch it on and off during the run.
 
     Yields
     ------
@@ -257,15 +262,17 @@ def train(
     fresh = init_model is None and config.encoder_weights is None and not distribute.is_multiworker(strategy)
     from .callbacks import REFRESH_BATCHES
 
-    def preview_labels() -> tuple[int, np.ndarray] | None:
+    def preview_labels() -> tuple[int, np.ndarray, np.ndarray | None] | None:
         z = preview()
         if z is None or not 0 <= int(z) < images.shape[0]:
             return None
         from .predict import predict_volume
 
         slice_ = np.asarray(images[int(z) : int(z) + 1])
-        labels = predict_volume(export_weights(export, model), slice_, make_info({}, None, []), batch_size=1).labels
-        return int(z), labels[0]
+        entropy = bool(preview_uncertainty is not None and preview_uncertainty())
+        shown = predict_volume(export_weights(export, model), slice_, make_info({}, None, []), batch_size=1,
+                               uncertainty=entropy)
+        return int(z), shown.labels[0], None if shown.uncertainty is None else shown.uncertainty[0]
 
     callbacks = make_callbacks(
         state, events, config.epochs, batches, save_best, config.patience, config.lr_schedule == "plateau",

@@ -172,11 +172,13 @@ def device_job(cancel: Any) -> Generator[str, None, str]:
 
 
 def train_job(images: np.ndarray, targets: np.ndarray, class_map: Any, config: Any, out_path: Path,
-              init_model: Path | None, cancel: Any, preview_z: int | None = None) -> Generator[Any, None, TrainSummary]:
+              init_model: Path | None, cancel: Any, preview_z: int | None = None,
+              preview_uncertainty: bool = False) -> Generator[Any, None, TrainSummary]:
     """The engine's training generator; the trained model stays cached here under its path.
 
     With ``preview_z``, the live-preview events (see ``TrainEvent.preview``) carry that slice
-    segmented with the current weights; napari moves it with ``EngineProcess.set_control("preview_z", z)``.
+    segmented with the current weights; napari moves it with ``EngineProcess.set_control("preview_z", z)``,
+    and switches the preview's uncertainty on and off with ``set_control("preview_uncertainty", flag)``.
     """
     from .._tf import configure_gpu
     from ..train import train
@@ -185,9 +187,11 @@ def train_job(images: np.ndarray, targets: np.ndarray, class_map: Any, config: A
     values = getattr(cancel, "values", None)
     if values is not None and preview_z is not None:
         values.setdefault("preview_z", preview_z)
+        values.setdefault("preview_uncertainty", preview_uncertainty)
     preview = None if values is None or preview_z is None else (lambda: values.get("preview_z"))
+    entropy = None if preview is None else (lambda: bool(values.get("preview_uncertainty")))
     result = yield from train(images, targets, class_map, config, out_path, init_model=init_model, cancel=cancel,
-                              preview=preview)
+                              preview=preview, preview_uncertainty=entropy)
     path = Path(result.path)
     _MODELS[str(path.resolve())] = (result.model, result.info, path.stat().st_mtime)
     return TrainSummary(result.info, path, result.history, result.cancelled, result.best_epoch, list(result.info.notes))

@@ -94,17 +94,22 @@ def preview_name(image_name: str) -> str:
 
 
 def show_preview(viewer: Any, image_name: str, class_map: ClassMap, z: int, ids: np.ndarray,
-                 full_shape: tuple[int, ...]) -> Any:
+                 full_shape: tuple[int, ...], uncertainty: np.ndarray | None = None) -> Any:
     """Show the class ids of slice ``z`` segmented during training in the preview layer.
 
     The layer (created on first use, half transparent) holds only the slices previewed so far;
     it is not a segmentation (the pickers of Evaluate, Correct and Export do not adopt it).
+    With ``uncertainty`` (2D entropy, 0..1), slice ``z`` of the preview-uncertainty Image
+    layer shows it (created visible the first time, since the user asked for it).
     """
     kwargs = labels_layer_kwargs(class_map, preview_name(image_name))
     name = kwargs.pop("name")
     layer = _put(viewer, name, labels_layer_data(ids[None]), int(z), tuple(full_shape), "labels",
                  {**kwargs, "opacity": 0.5})
     layer.colormap = kwargs["colormap"]
+    if uncertainty is not None:
+        _put(viewer, uncertainty_name(preview_name(image_name)), np.asarray(uncertainty, np.float32)[None], int(z),
+             tuple(full_shape), "image", {**_UNCERTAINTY_KWARGS, "visible": True})
     return layer
 
 

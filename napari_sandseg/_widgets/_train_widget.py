@@ -68,14 +68,16 @@ def device_job(engine: EngineProcess, cancel: threading.Event) -> Generator[str,
 
 def train_job(engine: EngineProcess, image: LayerSnapshot, labels: LayerSnapshot, targets: np.ndarray,
               class_map: ClassMap, config: Any, out_path: Path, folder: Path, init_model: Path | None,
-              cancel: threading.Event, preview_z: int | None = None) -> Generator[Any, None, TrainOutcome]:
+              cancel: threading.Event, preview_z: int | None = None,
+              preview_uncertainty: bool = False) -> Generator[Any, None, TrainOutcome]:
     """Worker: run the engine's training in the engine process, then write the command's files.
 
-    With ``preview_z``, every epoch's event carries that slice (moved with the viewer: see
-    ``TrainWidget._on_step``) segmented with the epoch's weights.
+    With ``preview_z``, the live-preview events carry that slice (moved with the viewer: see
+    ``TrainWidget._on_step``) segmented with the current weights, and its uncertainty while
+    ``preview_uncertainty`` is on (switched with ``TrainWidget._on_preview_uncertainty``).
     """
     summary = yield from engine.run("train", image.data, targets, class_map, config, out_path, init_model,
-                                    cancel=cancel, preview_z=preview_z)
+                                    cancel=cancel, preview_z=preview_z, preview_uncertainty=preview_uncertainty)
     images_file = image_file(image, folder)
     # Dense labels are written with their original values; sparse ones with 0 = not annotated.
     masks_file, note = labels_file(labels, folder, None if config.sparse else targets)
@@ -217,6 +219,9 @@ class TrainWidget(SandsegWidget):
         self.cancel_button.setToolTip("stop at the next batch and keep the best weights so far")
         self._preview: tuple[str, tuple[int, ...], ClassMap] | None = None  # image name, shape, classes
         napari_viewer.dims.events.current_step.connect(self._on_step)
+        self.preview_uncertainty = QCheckBox("preview uncertainty too")
+        self.preview_uncertainty.setToolTip("show where the model in training is unsure, beside the live preview")
+        self.preview_uncertainty.toggled.connect(self._on_preview_uncertainty)
         self.epoch_bar = QProgressBar()
         self.epoch_bar.setFormat("epoch %v / %m")
         self.batch_bar = QProgressBar()
@@ -240,6 +245,7 @@ class TrainWidget(SandsegWidget):
         layout.addWidget(self.annotation)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addWidget(self.preview_uncertainty)
         bars = QHBoxLayout()  # side by side: the room goes to the plot and the command line
         bars.addWidget(self.epoch_bar)
         bars.addWidget(self.batch_bar)
@@ -341,6 +347,7 @@ class TrainWidget(SandsegWidget):
         self.run_job(
             train_job, self.state.engine, image_snap, labels_snap, targets, class_map, config, out_path,
             self.state.folder, None, on_yield=self._on_event, on_return=self._on_trained, preview_z=preview_z,
+            preview_uncertainty=self.preview_uncertainty.isChecked(),
         )
 
     def _current_slice(self) -> int:
@@ -350,6 +357,11 @@ class TrainWidget(SandsegWidget):
         """The user moved to another slice: preview that one from the next epoch on."""
         if self._preview is not None and self.job is not None and self.job.running:
             self.state.engine.set_control("preview_z", self._current_slice())
+
+    def _on_preview_uncertainty(self, on: bool) -> None:
+        """Switched during a run: the next previews carry the uncertainty (or stop carrying it)."""
+        if self._preview is not None and self.job is not None and self.job.running:
+            self.state.engine.set_control("preview_uncertainty", bool(on))
 
     def set_busy(self, busy: bool) -> None:  # noqa: D102
         self._busy = busy
@@ -430,7 +442,7 @@ class TrainWidget(SandsegWidget):
         if self._preview is None:
             return
         name, shape, class_map = self._preview
-        show_preview(self.viewer, name, class_map, ev.preview_z, ev.preview, shape)
+        show_preview(self.viewer, name, class_map, ev.preview_z, ev.preview, shape, ev.preview_uncertainty)
         before = self._last_preview
         self._last_preview = (ev.preview_z, np.asarray(ev.preview))
         if before is None or before[0] != ev.preview_z:

@@ -67,3 +67,31 @@ def test_stop_and_keep_while_watching_the_preview_keeps_a_model(tiny_viewer, qtb
     assert state.model is not None and state.model.path.exists()
     assert 2 <= len(train._epoch_x) < 200
     assert train.status.text().startswith("Cancelled: stopped at epoch ") and "; kept epoch " in train.status.text()
+
+
+def test_the_preview_shows_its_uncertainty_when_asked_during_the_run(tiny_viewer, qtbot):
+    """Ticked during training, the next previews bring the slice's uncertainty; nothing before."""
+    from napari_sandseg._widgets._results import uncertainty_name
+
+    viewer = tiny_viewer
+    train = TrainWidget(viewer)
+    viewer.window.add_dock_widget(train)
+    train.backbone.setCurrentText("resnet18")
+    train.epochs.setValue(4)
+    train.patience.setValue(0)
+    train.batch_size.setValue(4)
+    train.val_fraction.setValue(0.25)
+    viewer.dims.set_current_step(0, 5)
+    image = viewer.layers[0]
+    name = uncertainty_name(preview_name(image.name))
+    train.train_button.click()
+    qtbot.waitUntil(lambda: preview_name(image.name) in viewer.layers, timeout=300_000)
+    assert name not in viewer.layers  # not asked for
+    train.preview_uncertainty.setChecked(True)
+    qtbot.waitUntil(lambda: not train.job.running, timeout=300_000)
+    qtbot.wait(50)
+    layer = viewer.layers[name]
+    assert layer.visible and layer.data.shape == image.data.shape
+    entropy = np.asarray(layer.data[5])
+    assert np.all((entropy >= 0) & (entropy <= 1)) and entropy.max() > 0
+    assert not np.any(np.delete(np.asarray(layer.data), 5, axis=0))

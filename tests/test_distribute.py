@@ -22,9 +22,16 @@ from napari_sandseg.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
+#: The strategy runs compare replicas on the CPU whatever the machine has: with a GPU visible,
+#: "mirrored" would mirror over the GPUs (one replica on a 1-GPU machine, nothing to compare)
+#: and two worker processes would share one GPU (NCCL refuses that). Hiding the GPUs from the
+#: subprocesses makes them test the same thing everywhere; the device-dependent choice is
+#: checked by :func:`test_strategies_follow_the_devices_present`.
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "-1"}
+
 
 def run_script(code: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **CPU_ONLY, **(env or {})}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
 
@@ -44,6 +51,18 @@ def test_strategy_names_and_tf_config(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ConfigError, match="JSON"):
         distribute.tf_config()
+
+
+def test_strategies_follow_the_devices_present(monkeypatch):
+    """``auto`` mirrors only over several GPUs; ``mirrored`` spans every GPU, else the CPU."""
+    from napari_sandseg._tf import tf
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    gpus = tf().config.list_logical_devices("GPU")
+    assert distribute.resolve("auto") == ("mirrored" if len(tf().config.list_physical_devices("GPU")) > 1 else "default")
+    assert distribute.replicas(distribute.select_strategy("default")) == 1
+    expected = len(gpus) or len(tf().config.list_logical_devices("CPU"))
+    assert distribute.replicas(distribute.select_strategy("mirrored")) == expected
 
 
 MIRRORED = """
@@ -132,7 +151,7 @@ def test_two_workers_train_to_completion(tmp_path):
     out = tmp_path / "model.keras"
     procs = []
     for index in range(2):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **CPU_ONLY,
                "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
         code = textwrap.dedent(WORKER).replace("OUT", repr(str(out)))
         procs.append(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

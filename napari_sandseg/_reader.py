@@ -17,6 +17,7 @@ from .classmap import ClassMap
 from .errors import SandsegError
 from .io import TIFF_SUFFIXES, read_volume
 from .lazy import LAZY_BYTES, is_zarr, nbytes_on_disk
+from .units import layer_kwargs, read_voxel_size
 
 #: Integer data with at most this many distinct values (in a sample) opens as labels.
 MAX_LABEL_VALUES = 16
@@ -73,12 +74,26 @@ def read_or_notify(path: Union[str, list[str]]) -> list[LayerData]:
 def read_layers(path: Union[str, list[str]]) -> list[LayerData]:
     """Read one stack as an Image or Labels layer-data tuple.
 
+    A voxel size the TIFF carries (:func:`napari_sandseg.units.read_voxel_size`) becomes the
+    layer's ``scale`` and ``units``, so napari shows physical lengths (and its scale bar).
     Errors the user can fix (a corrupt or RGB file, a folder of mismatched slices) are raised
     as :class:`~napari_sandseg.errors.SandsegError`; napari shows them as a notification.
     """
     if isinstance(path, list):
         path = path[0]
     p = Path(path)
+    layers = _read(p)  # first, so a damaged file gets the reader's own message
+    voxel_size = read_voxel_size(p)
+    return [(data, {**kwargs, **layer_kwargs(voxel_size, _ndim(data))}, kind) for data, kwargs, kind in layers]
+
+
+def _ndim(data: Any) -> int:
+    """Dimensions of layer data (a multiscale image is a list of levels)."""
+    return (data[0] if isinstance(data, list) else data).ndim
+
+
+def _read(p: Path) -> list[LayerData]:
+    """:func:`read_layers` without the voxel size."""
     if is_zarr(p) or nbytes_on_disk(p) >= LAZY_BYTES:
         # Big volumes and zarr stores open as dask arrays that napari reads slice by slice.
         from ._lazy_layers import lazy_layer_data

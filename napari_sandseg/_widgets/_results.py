@@ -85,6 +85,7 @@ def _put(viewer: Any, name: str, block: np.ndarray, z0: int, full_shape: tuple[i
         existing.refresh()
     for key, value in kwargs.get("metadata", {}).items():
         existing.metadata[key] = value
+    _set_scale(existing, kwargs)
     return existing
 
 
@@ -102,7 +103,8 @@ def show_preview(viewer: Any, image_name: str, class_map: ClassMap, z: int, ids:
     With ``uncertainty`` (2D entropy, 0..1), slice ``z`` of the preview-uncertainty Image
     layer shows it (created visible the first time, since the user asked for it).
     """
-    kwargs = labels_layer_kwargs(class_map, preview_name(image_name))
+    kwargs = {**labels_layer_kwargs(class_map, preview_name(image_name)),
+              **physical_scale(viewer, image_name, len(full_shape))}
     name = kwargs.pop("name")
     layer = _put(viewer, name, labels_layer_data(ids[None]), int(z), tuple(full_shape), "labels",
                  {**kwargs, "opacity": 0.5})
@@ -132,7 +134,8 @@ def show_segmentation(viewer: Any, seg: Segmentation, state: Any, keep: dict[int
         The segmentation layer.
     """
     full = seg.full_shape or seg.labels.shape
-    kwargs = labels_layer_kwargs(seg.class_map, segmentation_name(seg.image_name))
+    physical = physical_scale(viewer, seg.image_name, len(full))
+    kwargs = {**labels_layer_kwargs(seg.class_map, segmentation_name(seg.image_name)), **physical}
     name = kwargs.pop("name")
     # Half transparent, so the grey values under a class boundary stay visible while correcting.
     layer = _put(viewer, name, labels_layer_data(seg.labels), seg.z_start, full, "labels", {**kwargs, "opacity": 0.5})
@@ -147,9 +150,10 @@ def show_segmentation(viewer: Any, seg: Segmentation, state: Any, keep: dict[int
     if seg.probabilities is not None:
         for k, class_name in enumerate(seg.class_map.names):
             _put(viewer, probability_name(seg.image_name, class_name), np.ascontiguousarray(seg.probabilities[..., k]),
-                 seg.z_start, full, "image", _probability_kwargs(seg.class_map, k))
+                 seg.z_start, full, "image", {**_probability_kwargs(seg.class_map, k), **physical})
     if seg.uncertainty is not None:
-        _put(viewer, uncertainty_name(seg.image_name), seg.uncertainty, seg.z_start, full, "image", _UNCERTAINTY_KWARGS)
+        _put(viewer, uncertainty_name(seg.image_name), seg.uncertainty, seg.z_start, full, "image",
+             {**_UNCERTAINTY_KWARGS, **physical})
     _on_top(viewer, layer)
     return layer
 
@@ -166,7 +170,9 @@ def show_streamed(viewer: Any, seg: StreamedSegmentation, state: Any) -> Any:
     napari.layers.Labels
         The segmentation layer; its ``metadata`` names the labels file as its source.
     """
-    kwargs = labels_layer_kwargs(seg.class_map, segmentation_name(seg.image_name), source=seg.labels_path)
+    physical = physical_scale(viewer, seg.image_name, seg.labels.ndim)
+    kwargs = {**labels_layer_kwargs(seg.class_map, segmentation_name(seg.image_name), source=seg.labels_path),
+              **physical}
     name = kwargs.pop("name")
     layer = _replace(viewer, name, seg.labels, "labels", {**kwargs, "opacity": 0.5})
     layer.colormap = kwargs["colormap"]
@@ -174,10 +180,11 @@ def show_streamed(viewer: Any, seg: StreamedSegmentation, state: Any) -> Any:
     if seg.probabilities is not None:
         for k, class_name in enumerate(seg.class_map.names):
             _replace(viewer, probability_name(seg.image_name, class_name), seg.probabilities[..., k], "image",
-                     {**_probability_kwargs(seg.class_map, k), "metadata": {SOURCE_KEY: str(seg.probabilities_path)}})
+                     {**_probability_kwargs(seg.class_map, k), "metadata": {SOURCE_KEY: str(seg.probabilities_path)},
+                      **physical})
     if seg.uncertainty is not None:
         _replace(viewer, uncertainty_name(seg.image_name), seg.uncertainty, "image",
-                 {**_UNCERTAINTY_KWARGS, "metadata": {SOURCE_KEY: str(seg.uncertainty_path)}})
+                 {**_UNCERTAINTY_KWARGS, "metadata": {SOURCE_KEY: str(seg.uncertainty_path)}, **physical})
     _on_top(viewer, layer)
     return layer
 
@@ -220,7 +227,32 @@ def _replace(viewer: Any, name: str, data: Any, kind: str, kwargs: dict[str, Any
     existing.data = data
     for key, value in kwargs.get("metadata", {}).items():
         existing.metadata[key] = value
+    _set_scale(existing, kwargs)
     return existing
+
+
+def physical_scale(viewer: Any, image_name: str, ndim: int) -> dict[str, Any]:
+    """``scale`` and ``units`` of image layer ``image_name`` for a result layer of ``ndim`` axes.
+
+    Results then lie over their image in napari's world (physical) coordinates. Empty when the
+    image is gone, has other axes, or is in pixels; otherwise the scale bar is switched on,
+    since its lengths now mean something (napari takes its unit from the layers).
+    """
+    from ..units import layer_kwargs, layer_voxel_size
+
+    image = viewer.layers[image_name] if image_name in viewer.layers else None
+    if image is None or image.ndim != ndim:
+        return {}
+    voxel_size = layer_voxel_size(image.scale, image.units)
+    if voxel_size is not None:
+        viewer.scale_bar.visible = True
+    return layer_kwargs(voxel_size, ndim)
+
+
+def _set_scale(layer: Any, kwargs: dict[str, Any]) -> None:
+    """Give an existing result layer the ``scale`` / ``units`` of ``kwargs`` (from :func:`physical_scale`)."""
+    if "scale" in kwargs:
+        layer.scale, layer.units = kwargs["scale"], kwargs["units"]
 
 
 def _on_top(viewer: Any, layer: Any) -> None:

@@ -1,0 +1,81 @@
+"""napari shows the voxel size a TIFF carries: layer scale and units, results laid over their image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sandseg.classmap import ClassMap
+from napari_sandseg.io import read_volume
+from napari_sandseg.units import read_voxel_size
+
+pytestmark = pytest.mark.gui
+
+VOXEL = ((5.0, 2.5, 2.0), "um")
+CLASS_MAP = ClassMap((0, 85, 170, 255))
+
+
+class _State:
+    """The one call of the session state that showing a segmentation makes."""
+
+    def clear_edits(self, layer) -> None:
+        pass
+
+
+def _write_scan(path, volume):
+    tifffile.imwrite(path, volume, imagej=True, resolution=(1 / 2.0, 1 / 2.5),
+                     metadata={"spacing": 5.0, "unit": "micron", "axes": "ZYX"})
+    return path
+
+
+def test_reader_sets_scale_and_results_take_it(make_napari_viewer, qtbot, tiny_stack, tmp_path):
+    from napari_sandseg._widgets._export_widget import ExportWidget
+    from napari_sandseg._widgets._results import Segmentation, preview_name, show_preview, show_segmentation
+
+    image, labels = tiny_stack
+    viewer = make_napari_viewer()
+    viewer.open(str(_write_scan(tmp_path / "scan.tif", image)), plugin="napari-sandseg")
+    viewer.open(str(_write_scan(tmp_path / "scan_mask.tif", labels.astype(np.uint8) * 85)), plugin="napari-sandseg")
+    scan, mask = viewer.layers["scan"], viewer.layers["scan_mask"]
+    for layer in (scan, mask):
+        np.testing.assert_allclose(layer.scale, (5.0, 2.5, 2.0))
+        assert [str(u) for u in layer.units] == ["micrometer"] * 3
+    assert not viewer.scale_bar.visible  # the user's choice until a result is shown in physical units
+
+    seg = Segmentation("scan", CLASS_MAP, labels.astype(np.uint8), probabilities=np.full(labels.shape + (4,), 0.25,
+                       np.float32), uncertainty=np.zeros(labels.shape, np.float32))
+    layer = show_segmentation(viewer, seg, _State())
+    for shown in (layer, viewer.layers["scan P(pore)"], viewer.layers["scan uncertainty"]):
+        np.testing.assert_allclose(shown.scale, scan.scale)
+        assert shown.units == scan.units
+    assert viewer.scale_bar.visible
+    preview = show_preview(viewer, "scan", CLASS_MAP, 3, labels[3].astype(np.uint8), labels.shape)
+    assert viewer.layers[preview_name("scan")] is preview
+    np.testing.assert_allclose(preview.scale, scan.scale)
+
+    scan.scale = (4.0, 2.0, 2.0)  # the user corrects the voxel size: the next result follows
+    layer = show_segmentation(viewer, seg, _State())
+    np.testing.assert_allclose(layer.scale, (4.0, 2.0, 2.0))
+
+    export = ExportWidget(viewer)
+    target = tmp_path / "exported.tif"
+    export.picker.setCurrentText(layer.name)
+    export.path_edit.setText(str(target))
+    export.start()
+    qtbot.waitUntil(lambda: target.exists() and export.export_button.isEnabled(), timeout=60_000)
+    assert read_voxel_size(target) == ((4.0, 2.0, 2.0), "um")
+    np.testing.assert_array_equal(read_volume(target), CLASS_MAP.decode(labels.astype(np.uint8)))
+
+
+def test_a_file_without_voxel_size_stays_in_pixels(make_napari_viewer, tiny_files):
+    from napari_sandseg._widgets._results import Segmentation, show_segmentation
+
+    viewer = make_napari_viewer()
+    viewer.open(str(tiny_files[0]), plugin="napari-sandseg")
+    image = viewer.layers["images"]
+    np.testing.assert_allclose(image.scale, (1.0, 1.0, 1.0))
+    layer = show_segmentation(viewer, Segmentation("images", CLASS_MAP, np.zeros(image.data.shape, np.uint8)),
+                              _State())
+    np.testing.assert_allclose(layer.scale, (1.0, 1.0, 1.0))
+    assert not viewer.scale_bar.visible

@@ -285,6 +285,102 @@ def difference(truth: dict[str, Any], prediction: dict[str, Any]) -> dict[str, A
     }
 
 
+#: Largest volume (voxels, each side) whose pore sizes an evaluation measures: local thickness
+#: is the slowest measure (``benchmarks/analyze.py``: about a minute for the whole analysis of
+#: 128 x 256 x 256 on 2 cores), and IoU should not wait minutes for it. 4 slices of 1024 x 1024.
+EVALUATE_PORE_SIZE_VOXELS = 2**22
+
+#: Keys of each side of an evaluation's ``physical`` block (the per-slice profiles and the REV
+#: curves are left to ``sandseg analyze``).
+PHYSICAL_KEYS = (
+    "dimensions", "pore_class", "class_names", "phase_fractions", "porosity", "connected_porosity",
+    "isolated_porosity", "percolates", "euler_number", "specific_surface_area", "pore_size", "rev_size",
+)
+
+#: Rows of the compact physical-accuracy table (labels of :func:`summary_table`).
+PHYSICAL_ROWS = ("porosity", "connected porosity", "isolated porosity", "Euler number", "mean pore size",
+                 "pore-size distribution distance")
+
+
+def physical_accuracy(
+    truth: np.ndarray,
+    prediction: np.ndarray,
+    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+    unit: str = NO_UNIT,
+    *,
+    pore: str | int | None = None,
+    names: Sequence[str] = (),
+    pore_sizes: bool | None = None,
+) -> dict[str, Any]:
+    """Physical accuracy of a prediction, the ``physical`` block of ``sandseg evaluate --json``.
+
+    :func:`analyze_pair` of the two volumes, each side cut down to :data:`PHYSICAL_KEYS`. A single
+    slice is measured in 2D (``dimensions`` 2; ``notes`` says what that changes).
+
+    Parameters
+    ----------
+    truth, prediction : ndarray
+        Class values, ``(Z, Y, X)`` or ``(Y, X)``, the same shape.
+    voxel_size, unit, pore, names
+        As in :func:`iter_analyze_pair`.
+    pore_sizes : bool, optional
+        Measure the pore-size distribution; by default only up to
+        :data:`EVALUATE_PORE_SIZE_VOXELS` voxels and when it fits in memory (a note says why not).
+
+    Returns
+    -------
+    dict
+        ``voxel_size``, ``unit``, ``truth``, ``prediction``, ``difference`` (as
+        :func:`analyze_pair`) and ``notes``; or, when the measures that need the whole pore space
+        would not fit in memory, ``voxel_size``, ``unit`` and ``skipped`` (the reason) only, so
+        the IoU figures are still reported.
+    """
+    shape = (1,) * (3 - np.ndim(truth)) + tuple(np.shape(truth))
+    notes: list[str] = []
+    try:
+        rm.check_memory(shape, "connectivity")
+    except InputError as exc:
+        return {"voxel_size": list(check_voxel_size(voxel_size)), "unit": unit, "skipped": str(exc)}
+    if pore_sizes is None:
+        pore_sizes = int(np.prod(shape)) <= EVALUATE_PORE_SIZE_VOXELS
+        if not pore_sizes:
+            notes.append(f"pore sizes not measured: {' x '.join(map(str, shape))} is over "
+                         f"{EVALUATE_PORE_SIZE_VOXELS:,} voxels (local thickness is slow); use sandseg analyze")
+        else:
+            try:
+                rm.check_memory(shape, "local thickness")
+            except InputError as exc:
+                pore_sizes = False
+                notes.append(f"pore sizes not measured: {exc}")
+    report = analyze_pair(truth, prediction, voxel_size, unit, pore=pore, names=names, pore_sizes=pore_sizes)
+    sides = {side: {k: report[side][k] for k in PHYSICAL_KEYS} for side in ("truth", "prediction")}
+    return {"voxel_size": report["voxel_size"], "unit": unit, **sides, "difference": report["difference"],
+            "notes": notes + report["truth"]["notes"]}
+
+
+def physical_rows(physical: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of text of the compact physical-accuracy table (:data:`PHYSICAL_ROWS`).
+
+    ``physical`` is :func:`physical_accuracy`'s block; a skipped one gives no rows.
+    """
+    if "skipped" in physical:
+        return ["measure", "truth", "prediction", "difference"], []
+    columns, rows = summary_table(physical)
+    return columns, [row for row in rows if row[0] in PHYSICAL_ROWS]
+
+
+def format_physical(physical: dict[str, Any]) -> str:
+    """The compact physical-accuracy table as text, for the command line."""
+    if "skipped" in physical:
+        return f"physical measures skipped: {physical['skipped']}"
+    columns, rows = physical_rows(physical)
+    lines = [f"physical accuracy: {report_header(physical)}"]
+    for cells in [columns] + rows:
+        lines.append(f"{cells[0]:<34}  " + "  ".join(f"{c:>14}" for c in cells[1:]))
+    said = ("pore sizes not", "one slice")  # what changes the meaning of the figures above
+    return "\n".join(lines + [f"note: {n}" for n in physical["notes"] if n.startswith(said)])
+
+
 def analyze_files(
     labels_path: str | Path,
     truth_path: str | Path | None = None,
@@ -375,14 +471,15 @@ def summary_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     columns = ["measure"] + (["truth", "prediction", "difference"] if pair else ["value"])
     diff = report.get("difference", {})
     diff_of = {"porosity": "porosity_pp", "connected porosity": "connected_porosity_pp",
-               "isolated porosity": "isolated_porosity_pp", "Euler number": "euler_number"}
+               "isolated porosity": "isolated_porosity_pp", "Euler number": "euler_number",
+               "mean pore size": "pore_size_mean"}
     all_rows = [summary_rows(r) for r in reports]
     rows = []
     for i, (label, _) in enumerate(all_rows[0]):
         cells = [label] + [_show(label, side[i][1], unit) for side in all_rows]
         if pair:
             d = diff.get(diff_of.get(label, ""), None)
-            cells.append("" if d is None else (f"{d:+.2f} pp" if label.endswith("porosity") else f"{d:+}"))
+            cells.append(_show_difference(label, d, unit))
         rows.append(cells)
     if pair and diff.get("pore_size_distance") is not None:
         rows.append(["pore-size distribution distance", "", "", f"{diff['pore_size_distance']:.4g} {unit}"])
@@ -471,6 +568,14 @@ def _notes(two_d: bool) -> list[str]:
             "uses discs; connectivity and REV are within the slice (z entries are null)",
         ]
     return notes
+
+
+def _show_difference(label: str, d: Any, unit: str) -> str:
+    if d is None:
+        return ""
+    if label.endswith("porosity"):
+        return f"{d:+.2f} pp"
+    return f"{d:+}" if isinstance(d, (int, np.integer)) else f"{d:+.4g} {_unit_of(label, unit)}".strip()
 
 
 def _minus(a: float | None, b: float | None) -> float | None:

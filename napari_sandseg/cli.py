@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", required=True, type=Path)
     p.add_argument("--pred", required=True, type=Path)
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    p.add_argument("--voxel-size", default=None, metavar="SIZE",
+                   help="voxel edge with unit for the physical figures, e.g. 2.5um (default: read from the "
+                   "TIFFs, else 1 px)")
+    p.add_argument("--pore-class", default=None, metavar="VALUE|NAME",
+                   help="class value (or name) that is pore space (default: the class named pore, else the lowest)")
+    p.add_argument("--no-physical", action="store_true",
+                   help="IoU only: leave out porosity, connectivity and pore sizes of truth and prediction")
     p.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
 
     p = sub.add_parser("analyze", help="rock properties of a label volume: porosity, connectivity, pore sizes, REV")
@@ -532,12 +539,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Compare a prediction with ground truth; print the table, optionally write JSON."""
     import numpy as np
 
+    from .analyze import format_physical, physical_accuracy
     from .classmap import ClassMap, check_integer_valued
     from .io import atomic_write, check_pair, read_volume
     from .metrics import class_value_mismatch, evaluate, format_table, to_json_dict
+    from .units import resolve_voxel_size
 
     if args.json is not None:
         check_output(args.json, args.overwrite)
+    (sizes, unit), voxel_note = resolve_voxel_size(args.voxel_size, [args.pred, args.truth])
     truth = read_volume(args.truth, **_reading(args))
     pred = read_volume(args.pred, **_reading(args))
     check_pair(truth, pred, str(args.truth), str(args.pred))
@@ -553,10 +563,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         class_map.encode(truth, str(args.truth)), class_map.encode(pred, str(args.pred)),
         class_map.n_classes, class_map.values, class_map.names,
     )
+    figures = to_json_dict(report)
+    if not args.no_physical:  # measured before anything is printed, so a bad --pore-class is the only line
+        figures["physical"] = physical_accuracy(truth, pred, sizes, unit, pore=args.pore_class, names=class_map.names)
+        figures["physical"].setdefault("notes", []).extend([voxel_note] if voxel_note else [])
     print(format_table(report))
+    if not args.no_physical:
+        print(format_physical(figures["physical"]))
     if args.json is not None:
         with atomic_write(args.json, overwrite=args.overwrite) as tmp:
-            Path(tmp).write_text(json.dumps(to_json_dict(report), indent=2))
+            Path(tmp).write_text(json.dumps(figures, indent=2))
         print(f"wrote {args.json}")
     return 0
 

@@ -105,7 +105,7 @@ def read_voxel_size(path: Union[str, Path]) -> VoxelSize | None:
             res_unit = page.tags.get("ResolutionUnit")
             res_unit = int(res_unit.value) if res_unit is not None else 2
             x_res, y_res = (_rational(t.value) if t is not None else None for t in (x_res, y_res))
-    except (OSError, ValueError, tifffile.TiffFileError):
+    except (OSError, ValueError, IndexError, tifffile.TiffFileError):  # IndexError: a TIFF without pages
         return None  # unreadable files are refused by the volume readers, with their own message
     unit = UNITS.get(str(ij.get("unit", "")).strip().lower())
     if unit is not None and unit != "px":

@@ -30,6 +30,7 @@ from ..classmap import ClassMap
 from ..errors import InputError
 from ..io import atomic_write, check_pair
 from ..metrics import class_value_mismatch, format_figure, metric_label
+from ..units import layer_voxel_size
 from ._common import CommandBox, LayerPicker, SandsegWidget
 from ._files import LayerSnapshot, labels_file, layer_file, snapshot_layer
 from ._plots import LinePlot
@@ -47,6 +48,8 @@ class Evaluation:
     truth_file: Path
     pred_file: Path
     warning: str | None = None  # the two layers seem to use different class values
+    physical: dict[str, Any] | None = None  # :func:`napari_sandseg.analyze.physical_accuracy`'s block
+    voxel_size: Any = None  # ((z, y, x), unit) of the layers, None in pixels
 
 
 def compare_labels(truth: LayerSnapshot, pred: LayerSnapshot) -> tuple[np.ndarray, np.ndarray, ClassMap, str | None]:
@@ -80,17 +83,25 @@ def compare_labels(truth: LayerSnapshot, pred: LayerSnapshot) -> tuple[np.ndarra
     return joint.encode(values[0], truth.name), joint.encode(values[1], pred.name), joint, warning
 
 
-def evaluate_job(truth: LayerSnapshot, pred: LayerSnapshot, folder: Path, cancel: threading.Event) -> Generator[Any, None, Evaluation]:
-    """Worker: the engine's evaluate on two Labels snapshots, plus files for the command."""
+def evaluate_job(truth: LayerSnapshot, pred: LayerSnapshot, folder: Path, cancel: threading.Event,
+                 voxel_size: Any = None) -> Generator[Any, None, Evaluation]:
+    """Worker: the engine's evaluate on two Labels snapshots, the physical accuracy (rock
+    properties of both, :func:`napari_sandseg.analyze.physical_accuracy`, lengths in the
+    ``voxel_size`` unit, else pixels), plus files for the command."""
+    from ..analyze import NO_UNIT, physical_accuracy
     from ..metrics import evaluate
 
     yield "comparing"
     truth_ids, pred_ids, class_map, warning = compare_labels(truth, pred)
     report = evaluate(truth_ids, pred_ids, class_map.n_classes, class_map.values, class_map.names)
+    yield "measuring rock properties (porosity, connectivity, pore sizes)"
+    sizes, unit = voxel_size if voxel_size is not None else ((1.0, 1.0, 1.0), NO_UNIT)
+    physical = physical_accuracy(class_map.decode(truth_ids), class_map.decode(pred_ids), sizes, unit,
+                                 names=class_map.names)
     yield "writing files for the command line"
     truth_file = truth.source or labels_file(LayerSnapshot(truth.name, truth.data, None, class_map), folder, truth_ids)[0]
     pred_file = pred.source or labels_file(LayerSnapshot(pred.name, pred.data, None, class_map), folder, pred_ids)[0]
-    return Evaluation(report, truth_file, pred_file, warning)
+    return Evaluation(report, truth_file, pred_file, warning, physical, voxel_size)
 
 
 def same_layers_problem(pred: Any, truth: Any, pred_file: Path | None, truth_file: Path | None) -> str | None:
@@ -132,6 +143,12 @@ class EvaluateWidget(SandsegWidget):
         self.table.setHorizontalHeaderLabels(["class", "value", "IoU", "Dice", "truth %", "pred %"])
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.table.verticalHeader().setVisible(False)
+        self.physical = QTableWidget(0, 4)
+        self.physical.setHorizontalHeaderLabels(["measure", "truth", "prediction", "difference"])
+        self.physical.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.physical.verticalHeader().setVisible(False)
+        self.physical_note = QLabel("")
+        self.physical_note.setWordWrap(True)
         self.confusion = QTableWidget(0, 0)
         self.confusion.setToolTip("confusion matrix: rows = truth, columns = prediction (voxels)")
         self.plot = LinePlot("mean IoU per slice (click to go there)", "slice", "IoU", y_range=(0.0, 1.0))
@@ -150,6 +167,9 @@ class EvaluateWidget(SandsegWidget):
         layout.addWidget(self.run_button)
         layout.addWidget(self.summary)
         layout.addWidget(self.table)
+        layout.addWidget(QLabel("Rock properties, truth vs prediction (pp = percentage points):"))
+        layout.addWidget(self.physical)
+        layout.addWidget(self.physical_note)
         layout.addWidget(QLabel("Confusion matrix (rows truth, columns prediction):"))
         layout.addWidget(self.confusion)
         layout.addWidget(self.plot)
@@ -180,7 +200,9 @@ class EvaluateWidget(SandsegWidget):
             class_map = class_map_from_metadata(layer.metadata) or default_class_map(layer.data)
             snaps.append(snapshot_layer(layer, self.state, class_map))
         self.summary.setText("evaluating...")
-        self.run_job(evaluate_job, snaps[0], snaps[1], self.state.folder, on_return=self.show_evaluation)
+        voxel_size = layer_voxel_size(pred.scale, pred.units) or layer_voxel_size(truth.scale, truth.units)
+        self.run_job(evaluate_job, snaps[0], snaps[1], self.state.folder, voxel_size=voxel_size,
+                     on_return=self.show_evaluation)
 
     def set_busy(self, busy: bool) -> None:  # noqa: D102
         self.run_button.setEnabled(not busy)
@@ -228,9 +250,40 @@ class EvaluateWidget(SandsegWidget):
             item = QListWidgetItem(f"slice {z}: IoU {per_slice[z]:.3f}")
             item.setData(256, z)  # Qt.UserRole
             self.worst.addItem(item)
-        self.command.set_command(["sandseg", "evaluate", "--truth", evaluation.truth_file, "--pred", evaluation.pred_file])
+        self._show_physical(evaluation.physical)
+        self.command.set_command(self._command(evaluation))
         self._set_export_enabled(True)
         self._follow_slice()
+
+    def _show_physical(self, physical: dict[str, Any] | None) -> None:
+        """The compact physical-accuracy table (:func:`napari_sandseg.analyze.physical_rows`) and its notes."""
+        from ..analyze import physical_rows, report_header
+
+        _, rows = physical_rows(physical) if physical is not None else ([], [])
+        self.physical.setRowCount(len(rows))
+        for i, cells in enumerate(rows):
+            for j, text in enumerate(cells):
+                self.physical.setItem(i, j, QTableWidgetItem(text))
+        self.physical.setFixedHeight(self.physical.horizontalHeader().height() + 4
+                                     + sum(self.physical.rowHeight(i) for i in range(len(rows))))
+        if physical is None:
+            notes = []
+        elif "skipped" in physical:
+            notes = [f"not measured: {physical['skipped']}"]
+        else:
+            notes = [report_header(physical)] + [n for n in physical["notes"] if n.startswith(("pore sizes not", "one slice"))]
+            if physical["unit"] == "px":
+                notes.append("no voxel size on the layers: lengths in pixels")
+        self.physical_note.setText("\n".join(notes))
+
+    @staticmethod
+    def _command(evaluation: Evaluation, *extra: Any) -> list[Any]:
+        """The ``sandseg evaluate`` line that gives the same figures (with the layers' voxel size)."""
+        command = ["sandseg", "evaluate", "--truth", evaluation.truth_file, "--pred", evaluation.pred_file]
+        if evaluation.voxel_size is not None:
+            sizes, unit = evaluation.voxel_size
+            command += ["--voxel-size", ",".join(f"{v:g}" for v in sizes) + unit]
+        return command + list(extra)
 
     # ------------------------------------------------------------------ navigation
 
@@ -279,23 +332,24 @@ class EvaluateWidget(SandsegWidget):
         path = Path(path)
         report = self.evaluation.report
         if kind == "json":
-            write_report_json(path, report)
+            write_report_json(path, report, self.evaluation.physical)
         else:
             write_report_csv(path, report)
         if kind == "json":
-            self.command.set_command(
-                ["sandseg", "evaluate", "--truth", self.evaluation.truth_file, "--pred", self.evaluation.pred_file,
-                 "--json", path]
-            )
+            self.command.set_command(self._command(self.evaluation, "--json", path))
         return path
 
 
-def write_report_json(path: Path, report: dict[str, Any]) -> None:
-    """The report as JSON (NaN -> null), written atomically."""
+def write_report_json(path: Path, report: dict[str, Any], physical: dict[str, Any] | None = None) -> None:
+    """The report as JSON (NaN -> null), with the ``physical`` block when given, written atomically
+    (the keys ``sandseg evaluate --json`` writes)."""
     from ..metrics import to_json_dict
 
+    figures = to_json_dict(report)
+    if physical is not None:
+        figures["physical"] = physical
     with atomic_write(path, overwrite=True) as tmp:
-        Path(tmp).write_text(json.dumps(to_json_dict(report), indent=2))
+        Path(tmp).write_text(json.dumps(figures, indent=2))
 
 
 def write_report_csv(path: Path, report: dict[str, Any]) -> Path:

@@ -79,3 +79,37 @@ def test_a_file_without_voxel_size_stays_in_pixels(make_napari_viewer, tiny_file
                               _State())
     np.testing.assert_allclose(layer.scale, (1.0, 1.0, 1.0))
     assert not viewer.scale_bar.visible
+
+
+def test_evaluate_shows_physical_accuracy_in_the_layers_unit(make_napari_viewer, qtbot, tmp_path):
+    """Truth: a pore layer 5 voxels thick (porosity 1/4); prediction: the same plus 8 isolated pore
+    voxels (+0.2 pp porosity, all isolated). The widget's table, note, JSON and command say so."""
+    import json
+
+    from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
+    from napari_sandseg._widgets._evaluate_widget import EvaluateWidget
+
+    class_map = ClassMap((0, 255))
+    truth = np.ones((10, 20, 20), np.uint8)  # class ids: 0 pore, 1 solid
+    truth[..., 5:10] = 0
+    pred = truth.copy()
+    pred[4:6, 4:6, 14:16] = 0
+    viewer = make_napari_viewer()
+    physical = {"scale": (2.0, 2.0, 2.0), "units": ("um",) * 3}
+    viewer.add_labels(labels_layer_data(truth), **labels_layer_kwargs(class_map, "truth"), **physical)
+    viewer.add_labels(labels_layer_data(pred), **labels_layer_kwargs(class_map, "scan segmentation"), **physical)
+    widget = EvaluateWidget(viewer)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.evaluation is not None, timeout=60_000)
+
+    rows = {widget.physical.item(i, 0).text(): [widget.physical.item(i, j).text() for j in (1, 2, 3)]
+            for i in range(widget.physical.rowCount())}
+    assert rows["porosity"] == ["25.00 %", "25.20 %", "+0.20 pp"]
+    assert rows["connected porosity"] == ["25.00 %", "25.00 %", "+0.00 pp"]
+    assert rows["isolated porosity"][2] == "+0.20 pp"
+    assert rows["mean pore size"][0].endswith(" um") and rows["pore-size distribution distance"][2].endswith(" um")
+    assert "voxel size 2 x 2 x 2 um" in widget.physical_note.text()
+    assert "--voxel-size 2,2,2um" in widget.command.command()
+    saved = json.loads(widget.save_figures("json", tmp_path / "eval.json").read_text())
+    assert saved["physical"]["difference"]["porosity_pp"] == pytest.approx(0.2)
+    assert saved["physical"]["unit"] == "um" and saved["mean_iou"] > 0.99

@@ -30,7 +30,14 @@ from ._annotation import AnnotationPanel, is_annotation
 from ._engine import EngineProcess
 from ._common import CommandBox, LayerPicker, SandsegWidget, plain_metric_names
 from ._files import LayerSnapshot, image_file, labels_file, snapshot_layer
-from ._model_io import ask_open_model, ask_save_model, load_model_job, save_model_job
+from ._model_io import (
+    ask_export_package,
+    ask_open_model,
+    ask_save_model,
+    export_package_job,
+    load_model_job,
+    save_model_job,
+)
 from ._plots import LinePlot
 from ._results import show_preview
 from ._state import TrainingData
@@ -234,10 +241,15 @@ class TrainWidget(SandsegWidget):
         self.model_label.setWordWrap(True)
         self.save_button = QPushButton("Save model...")
         self.save_button.clicked.connect(self.save_model)
+        self.export_button = QPushButton("Export for bioimage.io...")
+        self.export_button.setToolTip("write the model as a bioimage.io package (.zip) for ilastik, "
+                                      "deepImageJ, QuPath; checked with bioimageio.core")
+        self.export_button.clicked.connect(self.export_package)
         self.load_button = QPushButton("Load model...")
         self.load_button.clicked.connect(self.load_model)
         model_row = QHBoxLayout()
         model_row.addWidget(self.save_button)
+        model_row.addWidget(self.export_button)
         model_row.addWidget(self.load_button)
         self.command = CommandBox()
 
@@ -367,7 +379,8 @@ class TrainWidget(SandsegWidget):
         self._busy = busy
         for w in (self.train_button, self.load_button):
             w.setEnabled(not busy)
-        self.save_button.setEnabled(not busy and self.state.model is not None)
+        for w in (self.save_button, self.export_button):
+            w.setEnabled(not busy and self.state.model is not None)
         self.cancel_button.setEnabled(busy)
 
     def _reset_curves(self) -> None:
@@ -487,7 +500,8 @@ class TrainWidget(SandsegWidget):
     def _show_model(self) -> None:
         m = self.state.model
         self.model_label.setText(f"Model: {m.label} ({m.info.backbone}, {m.info.n_classes} classes)" if m else "Model: none")
-        self.save_button.setEnabled(m is not None and not self._busy)
+        for w in (self.save_button, self.export_button):
+            w.setEnabled(m is not None and not self._busy)
 
     def save_model(self, path: str | Path | None = None) -> None:
         """Save the current model (asks where when ``path`` is not given)."""
@@ -505,6 +519,31 @@ class TrainWidget(SandsegWidget):
         self.state.model.label = Path(path).name
         self._show_model()
         show_info(f"model saved to {path}")
+
+    def export_package(self, target: str | Path | None = None, metadata: Any = None) -> None:
+        """Write the current model as a bioimage.io package; the reference checks run in the export's own process.
+
+        Asks for the package's details and where to write it when ``target`` is not given.
+        """
+        from ..model_package import PackageMetadata
+
+        m = self.state.model
+        if m is None:
+            show_error("no model to export yet: train or load one first")
+            return
+        if target is None:
+            answer = ask_export_package(self, str(self.state.folder / f"{Path(m.path).stem}.zip"))
+            if answer is None:
+                return
+            target, metadata = answer
+        target = Path(target)
+        # The package's test tensors come from the image in Train when it was opened from a TIFF
+        # (else from the bundled sample).
+        source = getattr(getattr(self.image_picker.layer(), "source", None), "path", None)
+        images = Path(source) if source and Path(source).suffix.lower() in (".tif", ".tiff") else None
+        self.run_job(export_package_job, m.path, target, metadata or PackageMetadata(), images,
+                     on_return=lambda _summary: show_info(f"bioimage.io package written to {target}; "
+                                                          "it passed bioimageio.core's model test"))
 
     def load_model(self, path: str | Path | None = None) -> None:
         """Load a model file and make it current (asks which when ``path`` is not given)."""

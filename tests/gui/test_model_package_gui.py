@@ -85,3 +85,35 @@ def test_export_job_reports_the_cli_error_line_and_cancels_cleanly(model_file, t
     with pytest.raises(Cancelled, match="no package written"):
         drain(export_package_job(model_file, tmp_path / "b.zip", PackageMetadata(), None, cancel=cancel))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_train_widget_exports_the_current_model_with_the_image_in_view(make_napari_viewer, qtbot, model_file,
+                                                                             tiny_files, tmp_path, monkeypatch):
+    """*Export for bioimage.io...* beside *Save model...*: off without a model; writes a tested package."""
+    from napari_sandseg._widgets import _train_widget
+    from napari_sandseg._widgets._state import session_for
+    from napari_sandseg._widgets._train_widget import TrainWidget
+    from napari_sandseg.model import read_info
+
+    viewer = make_napari_viewer()
+    viewer.open(str(tiny_files[0]), plugin="napari-sandseg")
+    train = TrainWidget(viewer)
+    viewer.window.add_dock_widget(train)
+    assert not train.export_button.isEnabled()
+    state = session_for(viewer)
+    state.set_model(read_info(model_file), model_file)
+    assert train.export_button.isEnabled()
+    asked = {}
+    real_job = _train_widget.export_package_job
+
+    def job(source, target, metadata, images, cancel, test=True):
+        asked.update(source=source, images=images)
+        return (yield from real_job(source, target, metadata, images, cancel, test=False))
+
+    monkeypatch.setattr(_train_widget, "export_package_job", job)
+    target = tmp_path / "shared.zip"
+    train.export_package(target, PackageMetadata(name="tiny sandstone"))
+    qtbot.waitUntil(lambda: train.job is not None and not train.job.running, timeout=300_000)
+    assert asked == {"source": model_file, "images": tiny_files[0]}
+    with zipfile.ZipFile(target) as package:
+        assert {WEIGHTS_NAME, SIDECAR_NAME, "rdf.yaml"} <= set(package.namelist())

@@ -267,14 +267,14 @@ def _train_config(args: argparse.Namespace):
     return config
 
 
-def _run_training(images, targets, class_map, config, out: Path, init_model: Path | None):
+def _run_training(images, targets, class_map, config, out: Path, init_model: Path | None, voxel_size=None):
     from ._progress import ProgressBar
     from ._tf import tf
     from .train import train
 
     tf()  # import quietly now (settings and inputs are checked), before keras imports it noisily
     bar = ProgressBar("train")
-    gen = train(images, targets, class_map, config, out, init_model=init_model)
+    gen = train(images, targets, class_map, config, out, init_model=init_model, voxel_size=voxel_size)
     try:
         while True:
             event = next(gen)
@@ -405,6 +405,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .errors import InputError
     from .io import check_pair, read_mask, read_volume
+    from .units import read_voxel_size
 
     config = _train_config(args)
     if Path(args.out).suffix != ".keras":
@@ -418,7 +419,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if _is_big(args.images):
         # Too big to load: train from patches read on the fly (see napari_sandseg.patches).
         images, targets, class_map = _open_big_pair(args, config.sparse, model_map)
-        result = _run_training(images, targets, class_map, config, args.out, args.init_model)
+        result = _run_training(images, targets, class_map, config, args.out, args.init_model,
+                               read_voxel_size(args.images))
         return _report_training(result)
     images = read_volume(args.images, **_reading(args))
     if config.sparse:
@@ -438,7 +440,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.validate(n_slices=n_annotated, slice_shape=images.shape[1:])
     except ConfigError as exc:
         raise ConfigError(f"{args.masks}: {exc}") from exc
-    result = _run_training(images, targets, class_map, config, args.out, args.init_model)
+    result = _run_training(images, targets, class_map, config, args.out, args.init_model, read_voxel_size(args.images))
     return _report_training(result)
 
 

@@ -75,6 +75,8 @@ class ModelInfo:
         ISO time the artefact was written.
     notes : list of str
         Remarks a user should see (e.g. "cancelled after epoch 3").
+    voxel_size : ((z, y, x), unit) or None
+        Voxel size of the training images (:mod:`napari_sandseg.units`), when they carried one.
     """
 
     config: dict[str, Any]
@@ -87,6 +89,7 @@ class ModelInfo:
     n_classes: int = 4
     created: str = ""
     notes: list[str] = field(default_factory=list)
+    voxel_size: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the sidecar content, without the file checksum)."""
@@ -103,6 +106,8 @@ class ModelInfo:
             "versions": self.versions,
             "created": self.created,
             "notes": list(self.notes),
+            "voxel_size": None if self.voxel_size is None else {"zyx": list(self.voxel_size[0]),
+                                                                 "unit": self.voxel_size[1]},
         }
 
     @classmethod
@@ -120,7 +125,15 @@ class ModelInfo:
             n_classes=int(data["n_classes"]),
             created=str(data.get("created", "")),
             notes=list(data.get("notes") or []),
+            voxel_size=_voxel_size_from(data.get("voxel_size")),
         )
+
+
+def _voxel_size_from(data: dict[str, Any] | None):
+    """The sidecar's ``voxel_size`` (``{"zyx": [...], "unit": ...}``) as ``((z, y, x), unit)``; None if absent."""
+    from .units import check_voxel_size
+
+    return None if not data else (check_voxel_size(data["zyx"]), str(data["unit"]))
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:

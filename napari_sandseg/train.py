@@ -75,6 +75,7 @@ def train(
     cancel: threading.Event | None = None,
     preview: Callable[[], int | None] | None = None,
     preview_uncertainty: Callable[[], bool] | None = None,
+    voxel_size=None,
 ) -> Generator[TrainEvent, None, TrainResult]:
     """Train a model, yielding progress events; returns a :class:`TrainResult`.
 
@@ -109,6 +110,8 @@ def train(
         ``preview_uncertainty()`` -> whether the preview also carries the slice's per-pixel
         entropy (``TrainEvent.preview_uncertainty``); asked at each preview, so the user can
         switch it on and off during the run.
+    voxel_size : ((z, y, x), unit), optional
+        Voxel size of ``images``, recorded in the sidecar (the voxel size trained on).
 
     Yields
     ------
@@ -234,7 +237,7 @@ def train(
         return ModelInfo(
             config=config.to_dict(), class_map=class_map, normalization=norm,
             history={key: list(vals) for key, vals in history.items()}, metrics=metrics,
-            backbone=backbone, n_classes=k, notes=notes + extra,
+            backbone=backbone, n_classes=k, notes=notes + extra, voxel_size=voxel_size,
         )
 
     from .callbacks import RunState, make_callbacks, validation_mean_iou

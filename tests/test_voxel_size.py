@@ -116,3 +116,15 @@ def test_export_jobs_keep_the_voxel_size(tmp_path):
         _, written = drain(job(data, metadata, "seg", tmp_path / name, False, threading.Event(), voxel_size=VOXEL))
         assert read_voxel_size(written) == VOXEL
         np.testing.assert_array_equal(read_volume(written), np.asarray(class_map.values)[data - 1])
+
+
+def test_model_sidecar_records_the_voxel_size(model_file, tmp_path):
+    import dataclasses
+
+    from napari_sandseg.model import load_model, read_info
+
+    model, info = load_model(model_file)
+    assert info.voxel_size is None  # trained on images without one
+    path = save_model(model, tmp_path / "physical.keras", dataclasses.replace(info, voxel_size=VOXEL))
+    assert read_info(path).voxel_size == VOXEL
+    assert read_info(path).to_dict()["voxel_size"] == {"zyx": [5.0, 2.5, 2.0], "unit": "um"}

@@ -197,7 +197,7 @@ def predict_cluster(
     """
     from distributed import as_completed
 
-    from .lazy import is_zarr, open_volume
+    from .lazy import open_volume
     from .model import check_compatible, load_model
     from .outputs import slab_writer
     from .predict import check_precision, check_tiling, slab_size
@@ -217,7 +217,7 @@ def predict_cluster(
     volume = open_volume(images_path)
     check_compatible(info, volume)
     label_dtype = info.class_map.decode(np.zeros(1, np.uint8)).dtype
-    if voxel_size is None and not is_zarr(images_path):
+    if voxel_size is None:
         voxel_size = read_voxel_size(images_path)  # the output keeps the input's spacing
     # Slabs are whole multiples of the model call size iter_predict will use (lowered for big
     # slices), so workers run exactly the single-process batches.

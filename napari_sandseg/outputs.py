@@ -98,7 +98,8 @@ def slab_writer(
         Replace an existing file or store (else :class:`OutputError`).
     voxel_size : ((z, y, x), unit), optional
         Kept in a ``(Z, Y, X)`` TIFF as ImageJ ``spacing``/``unit`` and resolution tags
-        (:func:`imagej_voxel_tags`); ignored for zarr stores for now.
+        (:func:`imagej_voxel_tags`), in a zarr array's attributes
+        (:func:`napari_sandseg.units.zarr_voxel_attrs`).
 
     Yields
     ------
@@ -118,11 +119,14 @@ def slab_writer(
             with tifffile.TiffWriter(tmp, bigtiff=nbytes > BIGTIFF_BYTES) as tif:
                 yield _TiffWriter(tif, imagej_voxel_tags(tuple(shape), voxel_size))
         return
-    yield from _zarr_writer(target, shape, dtype, overwrite)
+    yield from _zarr_writer(target, shape, dtype, overwrite, voxel_size)
 
 
-def _zarr_writer(target: Path, shape: tuple[int, ...], dtype: np.dtype, overwrite: bool) -> Iterator[SlabWriter]:
+def _zarr_writer(target: Path, shape: tuple[int, ...], dtype: np.dtype, overwrite: bool,
+                 voxel_size=None) -> Iterator[SlabWriter]:
     import zarr
+
+    from .units import zarr_voxel_attrs
 
     if target.exists() and not overwrite:
         raise OutputError(f"{target}: already exists; choose another name or allow overwriting")
@@ -134,6 +138,7 @@ def _zarr_writer(target: Path, shape: tuple[int, ...], dtype: np.dtype, overwrit
         try:
             array = zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=dtype)
             array.attrs["axes"] = "ZYX" if len(shape) == 3 else "ZYXC"
+            array.attrs.update(zarr_voxel_attrs(voxel_size))
         except OSError as exc:
             raise OutputError(f"{target}: cannot write in {target.parent} ({exc.strerror or exc})") from exc
         try:

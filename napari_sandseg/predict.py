@@ -528,8 +528,9 @@ def predict_file(
     rgb_as_slices : bool
         Read a TIFF tagged as planar RGB(A) as slices (:func:`napari_sandseg.io.read_volume`).
     voxel_size : ((z, y, x), unit), optional
-        Kept in TIFF outputs (ImageJ ``spacing``/``unit``, resolution tags); by default the
-        one the input TIFF carries (:func:`napari_sandseg.units.read_voxel_size`), if any.
+        Kept in the outputs (TIFF: ImageJ ``spacing``/``unit``, resolution tags; zarr: an
+        attribute); by default the one the input TIFF or zarr store carries
+        (:func:`napari_sandseg.units.read_voxel_size`), if any.
 
     Returns
     -------
@@ -574,7 +575,7 @@ def predict_file(
     z, h, w = volume.shape
     k = info.n_classes
     label_dtype = info.class_map.decode(np.zeros(1, np.uint8)).dtype
-    if voxel_size is None and not is_zarr(images_path):
+    if voxel_size is None:
         voxel_size = read_voxel_size(images_path)  # the outputs keep the input's spacing
 
     layouts = {

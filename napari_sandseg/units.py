@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+
+import numpy as np
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -80,7 +82,9 @@ def check_voxel_size(voxel_size) -> tuple[float, float, float]:
 
 
 def read_voxel_size(path: Union[str, Path]) -> VoxelSize | None:
-    """The voxel size a TIFF carries, or None when it carries none.
+    """The voxel size a TIFF or zarr store carries, or None when it carries none.
+
+    A zarr store is read by :func:`read_zarr_voxel_size`.
 
     ImageJ metadata (``unit``, ``spacing`` for z) with the X/YResolution tags (pixels per unit)
     is read first; plain TIFF resolution tags count only in centimetres (converted to um): an
@@ -91,7 +95,11 @@ def read_voxel_size(path: Union[str, Path]) -> VoxelSize | None:
     import tifffile
     from natsort import natsorted
 
+    from .lazy import is_zarr
+
     path = Path(path)
+    if is_zarr(path):
+        return read_zarr_voxel_size(path)
     if path.is_dir():
         files = natsorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
         if not files:
@@ -117,6 +125,60 @@ def read_voxel_size(path: Union[str, Path]) -> VoxelSize | None:
         y, x = 1e4 / y_res, 1e4 / x_res
         return (y, y, x), "um"
     return None
+
+
+#: Key of the voxel size in the attributes of a zarr array this package writes
+#: (``{"zyx": [z, y, x], "unit": unit}``, the model sidecar's form).
+ZARR_VOXEL_KEY = "voxel_size"
+
+
+def zarr_voxel_attrs(voxel_size: VoxelSize | None) -> dict:
+    """Attributes that record ``voxel_size`` on a zarr array (none for pixels or None)."""
+    if voxel_size is None or voxel_size[1] == "px":
+        return {}
+    return {ZARR_VOXEL_KEY: {"zyx": [float(v) for v in voxel_size[0]], "unit": voxel_size[1]}}
+
+
+def read_zarr_voxel_size(path: Union[str, Path]) -> VoxelSize | None:
+    """The voxel size of a zarr store: OME-Zarr ``multiscales`` (the full-resolution level's
+    ``scale`` transform, times the multiscale's own, with the spatial axes' ``unit``), or the
+    :data:`ZARR_VOXEL_KEY` attribute this package writes on plain arrays. None if neither says."""
+    import zarr
+
+    try:
+        attrs = dict(zarr.open(str(path), mode="r").attrs)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the volume readers refuse a bad store with their own message
+    own = attrs.get(ZARR_VOXEL_KEY)
+    if isinstance(own, dict) and UNITS.get(str(own.get("unit", "")).lower()) not in (None, "px"):
+        try:
+            return check_voxel_size(own.get("zyx")), UNITS[str(own["unit"]).lower()]
+        except ConfigError:
+            return None
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if not multiscales:
+        return None
+    return _ome_voxel_size(multiscales[0])
+
+
+def _ome_voxel_size(multiscale: dict) -> VoxelSize | None:
+    """``((z, y, x), unit)`` of an OME-Zarr multiscale's first dataset, or None."""
+    axes = [a if isinstance(a, dict) else {"name": a} for a in multiscale.get("axes", [])]
+    space = [i for i, a in enumerate(axes) if a.get("type") == "space" or a.get("name") in ("z", "y", "x")]
+    units = {UNITS.get(str(axes[i].get("unit", "")).lower()) for i in space}
+    if len(space) not in (2, 3) or len(units) != 1 or units & {None, "px"}:
+        return None
+    scale = np.ones(len(axes))
+    transforms = list(multiscale["datasets"][0].get("coordinateTransformations", []))
+    transforms += list(multiscale.get("coordinateTransformations", []))
+    for t in transforms:
+        if t.get("type") == "scale" and len(t.get("scale", [])) == len(axes):
+            scale = scale * np.asarray(t["scale"], float)
+    edges = [float(scale[i]) for i in space]
+    try:
+        return check_voxel_size(edges if len(edges) == 3 else [edges[0], *edges]), units.pop()
+    except ConfigError:
+        return None
 
 
 def resolve_voxel_size(text: str | None, paths: Sequence[Union[str, Path]] = ()) -> tuple[VoxelSize, str | None]:

@@ -128,3 +128,39 @@ def test_model_sidecar_records_the_voxel_size(model_file, tmp_path):
     path = save_model(model, tmp_path / "physical.keras", dataclasses.replace(info, voxel_size=VOXEL))
     assert read_info(path).voxel_size == VOXEL
     assert read_info(path).to_dict()["voxel_size"] == {"zyx": [5.0, 2.5, 2.0], "unit": "um"}
+
+
+def test_zarr_outputs_and_inputs_keep_the_voxel_size(model_file, stack, tmp_path):
+    out_zarr, back_tif = tmp_path / "labels.zarr", tmp_path / "again.tif"
+    assert main(["predict", "--model", str(model_file), "--images", str(stack), "--out", str(out_zarr),
+                 "--precision", "float32"]) == 0
+    assert read_voxel_size(out_zarr) == VOXEL
+    # a zarr input passes its voxel size on, as a TIFF does
+    assert main(["predict", "--model", str(model_file), "--images", str(out_zarr), "--out", str(back_tif),
+                 "--precision", "float32"]) == 0
+    assert read_voxel_size(back_tif) == VOXEL
+
+
+@pytest.mark.parametrize("axes, scale, unit, expected", [
+    (["z", "y", "x"], [5.0, 2.5, 2.0], "micrometer", VOXEL),
+    (["t", "c", "z", "y", "x"], [1.0, 1.0, 0.005, 0.0025, 0.002], "millimeter", ((0.005, 0.0025, 0.002), "mm")),
+    (["y", "x"], [2.5, 2.0], "micrometer", ((2.5, 2.5, 2.0), "um")),
+    (["z", "y", "x"], [5.0, 2.5, 2.0], None, None),  # no unit: no voxel size
+])
+def test_ome_zarr_scale_is_read(tmp_path, axes, scale, unit, expected):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "scan.ome.zarr"), mode="w")
+    group.create_array("0", shape=(2,) * len(axes), dtype="uint8")
+    kinds = {"t": "time", "c": "channel"}
+    group.attrs["multiscales"] = [{
+        "version": "0.4",
+        "axes": [{"name": a, "type": kinds.get(a, "space"), **({"unit": unit} if unit and a not in kinds else {})}
+                 for a in axes],
+        # the level's scale times the multiscale's own (here 1, except for a doubled x)
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": scale[:-1] + [scale[-1] / 2]}]}],
+        "coordinateTransformations": [{"type": "scale", "scale": [1.0] * (len(axes) - 1) + [2.0]}],
+    }]
+    assert read_voxel_size(tmp_path / "scan.ome.zarr") == (
+        None if expected is None else (pytest.approx(expected[0]), expected[1]))

@@ -369,6 +369,11 @@ def physical_rows(physical: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     return columns, [row for row in rows if row[0] in PHYSICAL_ROWS]
 
 
+def physical_notes(physical: dict[str, Any]) -> list[str]:
+    """The notes of a physical block that change what its figures mean (2D, pore sizes left out)."""
+    return [n for n in physical.get("notes", []) if n.startswith(("pore sizes not", "one slice"))]
+
+
 def format_physical(physical: dict[str, Any]) -> str:
     """The compact physical-accuracy table as text, for the command line."""
     if "skipped" in physical:
@@ -377,8 +382,7 @@ def format_physical(physical: dict[str, Any]) -> str:
     lines = [f"physical accuracy: {report_header(physical)}"]
     for cells in [columns] + rows:
         lines.append(f"{cells[0]:<34}  " + "  ".join(f"{c:>14}" for c in cells[1:]))
-    said = ("pore sizes not", "one slice")  # what changes the meaning of the figures above
-    return "\n".join(lines + [f"note: {n}" for n in physical["notes"] if n.startswith(said)])
+    return "\n".join(lines + [f"note: {n}" for n in physical_notes(physical)])
 
 
 def analyze_files(

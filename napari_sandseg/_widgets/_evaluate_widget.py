@@ -257,7 +257,7 @@ class EvaluateWidget(SandsegWidget):
 
     def _show_physical(self, physical: dict[str, Any] | None) -> None:
         """The compact physical-accuracy table (:func:`napari_sandseg.analyze.physical_rows`) and its notes."""
-        from ..analyze import physical_rows, report_header
+        from ..analyze import physical_notes, physical_rows, report_header
 
         _, rows = physical_rows(physical) if physical is not None else ([], [])
         self.physical.setRowCount(len(rows))
@@ -271,7 +271,7 @@ class EvaluateWidget(SandsegWidget):
         elif "skipped" in physical:
             notes = [f"not measured: {physical['skipped']}"]
         else:
-            notes = [report_header(physical)] + [n for n in physical["notes"] if n.startswith(("pore sizes not", "one slice"))]
+            notes = [report_header(physical), *physical_notes(physical)]
             if physical["unit"] == "px":
                 notes.append("no voxel size on the layers: lengths in pixels")
         self.physical_note.setText("\n".join(notes))

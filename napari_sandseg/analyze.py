@@ -369,13 +369,47 @@ def physical_rows(physical: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     return columns, [row for row in rows if row[0] in PHYSICAL_ROWS]
 
 
+#: Differences averaged (as absolute values) over the slices of a per-slice physical block.
+PER_SLICE_MEANS = ("porosity_pp", "connected_porosity_pp", "isolated_porosity_pp", "pore_size_distance")
+
+
+def physical_accuracy_per_slice(truth: np.ndarray, prediction: np.ndarray, voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+                                unit: str = NO_UNIT, **kwargs: Any) -> dict[str, Any]:
+    """:func:`physical_accuracy` of each slice on its own, in 2D, for a stack whose slices are not
+    neighbours (the held-out slices of the slices protocol), where 3D measures would mean nothing.
+
+    Returns
+    -------
+    dict
+        ``voxel_size``, ``unit``, ``per_slice`` (``{"slice": z, ...}`` per slice, each a
+        :func:`physical_accuracy` block), ``mean_abs_difference`` (:data:`PER_SLICE_MEANS`,
+        None where no slice has the figure) and ``notes``.
+    """
+    truth, prediction = _as_volume(truth, "truth"), _as_volume(prediction, "prediction")
+    check_pair(truth, prediction, "truth", "prediction")
+    slices = [{"slice": z, **physical_accuracy(truth[z], prediction[z], voxel_size, unit, **kwargs)}
+              for z in range(truth.shape[0])]
+    means = {}
+    for key in PER_SLICE_MEANS:
+        found = [abs(s["difference"][key]) for s in slices if "difference" in s and s["difference"][key] is not None]
+        means[key] = float(np.mean(found)) if found else None
+    return {"voxel_size": list(check_voxel_size(voxel_size)), "unit": unit, "per_slice": slices,
+            "mean_abs_difference": means,
+            "notes": ["each slice measured on its own, in 2D (per slice): the slices are not taken as neighbours"]}
+
+
 def physical_notes(physical: dict[str, Any]) -> list[str]:
     """The notes of a physical block that change what its figures mean (2D, pore sizes left out)."""
     return [n for n in physical.get("notes", []) if n.startswith(("pore sizes not", "one slice"))]
 
 
 def format_physical(physical: dict[str, Any]) -> str:
-    """The compact physical-accuracy table as text, for the command line."""
+    """The compact physical-accuracy table as text, for the command line (one per slice for a
+    :func:`physical_accuracy_per_slice` block, then the mean absolute differences)."""
+    if "per_slice" in physical:
+        parts = [f"slice {s['slice']}: {format_physical(s)}" for s in physical["per_slice"]]
+        means = ", ".join(f"{k} {v:.4g}" for k, v in physical["mean_abs_difference"].items() if v is not None)
+        return "\n".join(parts + [f"mean absolute difference over {len(parts)} slices: {means}"])
     if "skipped" in physical:
         return f"physical measures skipped: {physical['skipped']}"
     columns, rows = physical_rows(physical)

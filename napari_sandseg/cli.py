@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class value (or name) that is pore space (default: the class named pore, else the lowest)")
     p.add_argument("--no-physical", action="store_true",
                    help="IoU only: leave out porosity, connectivity and pore sizes of truth and prediction")
+    p.add_argument("--per-slice", action="store_true",
+                   help="measure the physical figures of each slice on its own, in 2D (for a stack of slices "
+                   "that are not neighbours, e.g. held-out test slices)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
 
     p = sub.add_parser("analyze", help="rock properties of a label volume: porosity, connectivity, pore sizes, REV")
@@ -541,7 +544,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Compare a prediction with ground truth; print the table, optionally write JSON."""
     import numpy as np
 
-    from .analyze import format_physical, physical_accuracy
+    from .analyze import format_physical, physical_accuracy, physical_accuracy_per_slice
     from .classmap import ClassMap, check_integer_valued
     from .io import atomic_write, check_pair, read_volume
     from .metrics import class_value_mismatch, evaluate, format_table, to_json_dict
@@ -567,7 +570,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     figures = to_json_dict(report)
     if not args.no_physical:  # measured before anything is printed, so a bad --pore-class is the only line
-        figures["physical"] = physical_accuracy(truth, pred, sizes, unit, pore=args.pore_class, names=class_map.names)
+        measure = physical_accuracy_per_slice if args.per_slice else physical_accuracy
+        figures["physical"] = measure(truth, pred, sizes, unit, pore=args.pore_class, names=class_map.names)
         figures["physical"].setdefault("notes", []).extend([voxel_note] if voxel_note else [])
     print(format_table(report))
     if not args.no_physical:

@@ -109,3 +109,18 @@ def test_no_physical_and_bad_pore_class(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "pore class '7' is not one of the class values [0, 255]" in captured.err
     assert "mean IoU" not in captured.out.split("physical")[-1]  # nothing printed after the IoU run
+
+
+def test_per_slice_measures_each_slice_in_2d(tmp_path, capsys):
+    truth, pred = _pair(shape=(2, 20, 20))
+    pred[0] = truth[0]  # slice 0 right, slice 1 with a 2 x 2 pore too many
+    phys = _evaluate(tmp_path, truth, pred, "--per-slice")["physical"]
+    first, second = phys["per_slice"]
+    assert (first["slice"], second["slice"]) == (0, 1)
+    assert first["truth"]["dimensions"] == 2 == second["truth"]["dimensions"]
+    assert first["difference"]["porosity_pp"] == pytest.approx(0.0)
+    assert second["difference"]["porosity_pp"] == pytest.approx(100 * 4 / 400)
+    assert phys["mean_abs_difference"]["porosity_pp"] == pytest.approx(0.5)
+    assert phys["mean_abs_difference"]["connected_porosity_pp"] == pytest.approx(0.0)
+    out = capsys.readouterr().out
+    assert "slice 1: physical accuracy" in out and "mean absolute difference over 2 slices: porosity_pp 0.5" in out

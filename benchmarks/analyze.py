@@ -91,7 +91,8 @@ def network_slices(images: np.ndarray, model_path: Path) -> tuple[np.ndarray, di
         "path": str(model_path), "backbone": info.backbone, "created": info.created,
         # The sidecar does not record which slices trained the model: said by whoever passes --model.
         "trained_on": "slices protocol: train 1,2,3,5,6,7,8; test 0,9 (held out), as stated by the caller",
-        "sidecar_test_mean_iou": held_out, "prediction": "predict_volume, float32, no TTA",
+        "sidecar_test_mean_iou": held_out, "sidecar_notes": list(info.notes),
+        "epochs_trained": len(info.history.get("loss", [])), "prediction": "predict_volume, float32, no TTA",
         "predict_seconds": round(time.perf_counter() - t0, 1),
     }
 

@@ -156,9 +156,10 @@ def read_zarr_voxel_size(path: Union[str, Path]) -> VoxelSize | None:
         except ConfigError:
             return None
     multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    if not multiscales:
-        return None
-    return _ome_voxel_size(multiscales[0])
+    try:
+        return _ome_voxel_size(multiscales[0]) if multiscales else None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None  # malformed metadata: the volume readers say what is wrong with the store
 
 
 def _ome_voxel_size(multiscale: dict) -> VoxelSize | None:

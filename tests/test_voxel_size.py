@@ -164,3 +164,11 @@ def test_ome_zarr_scale_is_read(tmp_path, axes, scale, unit, expected):
     }]
     assert read_voxel_size(tmp_path / "scan.ome.zarr") == (
         None if expected is None else (pytest.approx(expected[0]), expected[1]))
+
+
+def test_malformed_ome_zarr_metadata_reads_as_no_voxel_size(tmp_path):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "bad.zarr"), mode="w")
+    group.attrs["multiscales"] = [{"axes": [{"name": "z", "type": "space", "unit": "micrometer"}], "datasets": []}]
+    assert read_voxel_size(tmp_path / "bad.zarr") is None

@@ -5,8 +5,9 @@ Usage
     python benchmarks/memory.py            # 512 x 1024 x 1024 uint8 volume (512 MiB)
     python benchmarks/memory.py --quick    # 16 x 256 x 256 smoke run
 
-Writes a synthetic uint8 volume as a multi-page TIFF, saves a small *untrained* Unet-resnet18
-model artefact (memory does not depend on the weights' values), then runs
+Writes a synthetic uint8 volume as a multi-page TIFF, saves an *untrained* Unet with the
+engine's default backbone (``TrainConfig().backbone``, resnet34; memory does not depend on the
+weights' values), then runs
 
     python -m napari_sandseg.cli predict --model M.keras --images I.tif --out P.tif
 
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 16 x 256 x 256")
     ap.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"))
-    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--backbone", default=None, help="default: the engine's (TrainConfig().backbone)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=None,
                     help="passed to the CLI as --batch-size (default: the CLI's default, 8)")
@@ -219,6 +220,10 @@ def measure(work: Path, shape: tuple[int, int, int], args: Any) -> dict[str, Any
     images, model, labels = work / "images.tif", work / "model.keras", work / "pred.tif"
     t0 = time.perf_counter()
     volume_bytes = write_volume(images, shape, args.seed)
+    if args.backbone is None:  # the engine's default, from its one home
+        from napari_sandseg.config import TrainConfig
+
+        args.backbone = TrainConfig().backbone
     save_untrained_model(model, args.backbone)
     prep = time.perf_counter() - t0
     cmd = [sys.executable, "-m", "napari_sandseg.cli", "predict", "--model", str(model),

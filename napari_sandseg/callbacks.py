@@ -160,7 +160,7 @@ def make_callbacks(
     patience: int,
     reduce_on_plateau: bool,
     val_mean_iou: Callable[[], float | None] | None = None,
-    fresh_batchnorm: tuple[Any, list, float, Callable[[], Iterable]] | None = None,
+    fresh_batchnorm: "FreshStatistics | None" = None,
     preview: Callable[[], tuple[int, np.ndarray, np.ndarray | None] | None] | None = None,
 ) -> list:
     """Callbacks for ``model.fit``: validation IoU, progress/cancel, best checkpoint, early stopping.
@@ -185,13 +185,10 @@ def make_callbacks(
         :func:`validation_mean_iou`); added to each epoch's logs as ``val_mean_iou``, before
         the other callbacks read them. Required when ``state.monitor`` is ``"val_mean_iou"``.
         It returns None when a cancel cut it short; the epoch then counts as cut short.
-    fresh_batchnorm : tuple, optional
-        ``(twin, twin_layers, momentum, batches)`` for a model trained from scratch: a plain
-        single-device copy of it, the copy's BatchNormalization layers, the momentum the run
-        set, and a function returning training batches. Before each validation while the moving
-        statistics are young (their 0/1 start still weighs over :data:`YOUNG_WEIGHT`), they
-        are recomputed on the twin by :func:`refresh_batchnorm` and copied back (the same on
-        one device or several replicas).
+    fresh_batchnorm : FreshStatistics, optional
+        For a model trained from scratch: before each validation while the moving statistics
+        are young, they are recomputed on its plain twin and copied back (the same on one
+        device or several replicas). The callbacks count the training steps on it.
     preview : callable, optional
         ``preview()`` -> ``(z, class ids of slice z, entropy of slice z or None)`` with the
         current weights, or None; its
@@ -315,25 +312,14 @@ def make_callbacks(
     class RefreshBatchNorm(keras.callbacks.Callback):
         """Recomputes young moving statistics before each validation pass (see refresh_batchnorm)."""
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.steps = 0
-            self.forward = None
-
         def on_train_batch_end(self, batch, logs=None):
-            self.steps += 1
+            fresh_batchnorm.steps += 1
 
         def on_test_begin(self, logs=None):
-            twin, layers, momentum, batches = fresh_batchnorm
-            if not layers or momentum ** self.steps <= YOUNG_WEIGHT or state.stopping():
+            if not fresh_batchnorm.young() or state.stopping():
                 return
-            if self.forward is None:  # traced once, with the momentum at 0 (see refresh_batchnorm)
-                from ._tf import tf
-
-                self.forward = tf().function(lambda x: twin(x, training=True), reduce_retracing=True)
-            twin.set_weights(self.model.get_weights())
-            refresh_batchnorm(self.forward, layers, batches())
-            self.model.set_weights(twin.get_weights())
+            fresh_batchnorm.refresh(self.model)
+            self.model.set_weights(fresh_batchnorm.twin.get_weights())
 
     callbacks = [Progress(), BestCheckpoint()]
     if fresh_batchnorm:
@@ -356,8 +342,52 @@ def make_callbacks(
 
 #: Training batches whose statistics replace young moving statistics before a validation.
 REFRESH_BATCHES = 8
+#: ... and before a live preview (a cheaper estimate: the preview is only looked at).
+PREVIEW_REFRESH_BATCHES = 2
 #: Moving statistics are "young" while their 0/1 start still weighs more than this.
 YOUNG_WEIGHT = 0.01
+
+
+class FreshStatistics:
+    """Precise BatchNormalization statistics for a model trained from scratch, while they are young.
+
+    Keras' moving statistics start at 0/1 and lag far behind weights that change fast, so
+    early in a run they make predictions (validation, live previews) that depend on the run's
+    length and on the first weights. While their start still weighs over :data:`YOUNG_WEIGHT`
+    (``momentum ** steps``), :meth:`refresh` recomputes them for the current weights on the
+    model's plain single-device twin (see :func:`refresh_batchnorm`).
+
+    Parameters
+    ----------
+    twin : keras.Model
+        Plain copy of the trained model (the same layers and weights, one device).
+    layers : list of keras.layers.BatchNormalization
+        The twin's BatchNormalization layers.
+    momentum : float
+        The momentum the run set on them.
+    batches : callable
+        ``batches(n)`` -> ``n`` training batches.
+    """
+
+    def __init__(self, twin: Any, layers: list[Any], momentum: float, batches: Callable[[int], Iterable]) -> None:
+        self.twin, self.layers, self.momentum, self.batches = twin, layers, momentum, batches
+        self.steps = 0  # training steps so far (counted by the callbacks)
+        self._forward: Callable[[Any], Any] | None = None
+
+    def young(self) -> bool:
+        """Whether the moving statistics still lean on their start."""
+        return bool(self.layers) and self.momentum ** self.steps > YOUNG_WEIGHT
+
+    def refresh(self, model: Any, n_batches: int = REFRESH_BATCHES) -> Any:
+        """Give the twin ``model``'s weights with statistics recomputed on ``n_batches``; returns the twin."""
+        if self._forward is None:  # traced once, with the momentum at 0 (see refresh_batchnorm)
+            from ._tf import tf
+
+            twin = self.twin
+            self._forward = tf().function(lambda x: twin(x, training=True), reduce_retracing=True)
+        self.twin.set_weights(model.get_weights())
+        refresh_batchnorm(self._forward, self.layers, self.batches(n_batches))
+        return self.twin
 
 
 def refresh_batchnorm(forward: Callable[[Any], Any], layers: list[Any], batches: Iterable[tuple[Any, Any]]) -> int:

@@ -263,7 +263,9 @@ def train(
     # meaningful statistics already): they are refreshed while young, on the plain twin. Not
     # across workers, where each would compute them on its own batches.
     fresh = init_model is None and config.encoder_weights is None and not distribute.is_multiworker(strategy)
-    from .callbacks import REFRESH_BATCHES
+    from .callbacks import PREVIEW_REFRESH_BATCHES, FreshStatistics
+
+    fresh_stats = FreshStatistics(export, batchnorm_layers(export), momentum, train_ds.take) if fresh else None
 
     def preview_labels() -> tuple[int, np.ndarray, np.ndarray | None] | None:
         z = preview()
@@ -273,15 +275,17 @@ def train(
 
         slice_ = np.asarray(images[int(z) : int(z) + 1])
         entropy = bool(preview_uncertainty is not None and preview_uncertainty())
-        shown = predict_volume(export_weights(export, model), slice_, make_info({}, None, []), batch_size=1,
-                               uncertainty=entropy)
+        # Within the first epochs the moving statistics lag far behind the weights (a preview with
+        # them was near-blank in the middle of epochs 1 and 2): a cheap precise-BN estimate first.
+        young = fresh_stats is not None and fresh_stats.young()
+        predictor = fresh_stats.refresh(model, PREVIEW_REFRESH_BATCHES) if young else export_weights(export, model)
+        shown = predict_volume(predictor, slice_, make_info({}, None, []), batch_size=1, uncertainty=entropy)
         return int(z), shown.labels[0], None if shown.uncertainty is None else shown.uncertainty[0]
 
     callbacks = make_callbacks(
         state, events, config.epochs, batches, save_best, config.patience, config.lr_schedule == "plateau",
         val_mean_iou,
-        fresh_batchnorm=(export, batchnorm_layers(export), momentum, lambda: train_ds.take(REFRESH_BATCHES))
-        if fresh else None,
+        fresh_batchnorm=fresh_stats,
         preview=preview_labels if preview is not None else None,
     )
 

@@ -99,6 +99,14 @@ def test_long_epochs_send_previews_on_batch_events_too(monkeypatch, tmp_path):
         asked.append(len(asked))
         return 3
 
+    refreshed = []  # n_batches of each precise-BN refresh, in order
+    refresh = callbacks.FreshStatistics.refresh
+
+    def spy(self, model, n_batches=callbacks.REFRESH_BATCHES):
+        refreshed.append(n_batches)
+        return refresh(self, model, n_batches)
+
+    monkeypatch.setattr(callbacks.FreshStatistics, "refresh", spy)
     events = list(train(images, labels, ClassMap((0, 1, 2, 3)), cfg, tmp_path / "m.keras", preview=slice_in_view))
     batches = [e for e in events if e.kind == "batch"]
     epochs = [e for e in events if e.kind == "epoch"]
@@ -111,3 +119,6 @@ def test_long_epochs_send_previews_on_batch_events_too(monkeypatch, tmp_path):
     assert len(asked) == len(with_preview) + len(epochs)
     for e in with_preview:
         assert e.preview.shape == (64, 64) and int(e.preview.max()) < 4
+    # From scratch the moving statistics are young: the first preview (before any validation)
+    # recomputes them for the current weights, cheaply, rather than showing what 0/1 statistics give.
+    assert refreshed[0] == callbacks.PREVIEW_REFRESH_BATCHES

@@ -230,7 +230,8 @@ def test_sigkill_mid_training_leaves_a_loadable_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:
-        deadline = time.monotonic() + 240
+        # Generous: on a machine loaded 4-8 by other jobs two epochs took over 240 s (a timing, not a failure).
+        deadline = time.monotonic() + 600
         epochs_done = 0
         for line in proc.stdout:
             if line.startswith("epoch"):

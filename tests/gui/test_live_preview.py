@@ -16,19 +16,27 @@ from napari_sandseg._widgets._train_widget import PREVIEW_CHANGE, TrainWidget
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 
-def test_training_previews_the_slice_in_view(tiny_viewer, qtbot, monkeypatch):
-    viewer = tiny_viewer
+def _train_widget(viewer, epochs: int, z: int, patience: int | None = None) -> TrainWidget:
+    """A docked Train widget set for a quick resnet18 run, the viewer at slice ``z``."""
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train)
+    train.backbone.setCurrentText("resnet18")
+    train.epochs.setValue(epochs)
+    if patience is not None:
+        train.patience.setValue(patience)
+    train.batch_size.setValue(4)
+    train.val_fraction.setValue(0.25)
+    viewer.dims.set_current_step(0, z)
+    return train
+
+
+def test_training_previews_the_slice_in_view(tiny_viewer, qtbot, monkeypatch):
+    viewer = tiny_viewer
+    train = _train_widget(viewer, epochs=2, z=3)
     said = []
     show_progress = train.show_progress
     monkeypatch.setattr(train, "show_progress", lambda text: (said.append(text), show_progress(text)))
     assert train.cancel_button.text() == "Stop and keep"
-    train.backbone.setCurrentText("resnet18")
-    train.epochs.setValue(2)
-    train.batch_size.setValue(4)
-    train.val_fraction.setValue(0.25)
-    viewer.dims.set_current_step(0, 3)
     train.train_button.click()
     qtbot.waitUntil(lambda: train.job is not None and not train.job.running, timeout=300_000)
     qtbot.wait(50)
@@ -47,14 +55,7 @@ def test_training_previews_the_slice_in_view(tiny_viewer, qtbot, monkeypatch):
 def test_stop_and_keep_while_watching_the_preview_keeps_a_model(tiny_viewer, qtbot):
     """The user watches the preview improve and stops: the best epoch so far is the model."""
     viewer = tiny_viewer
-    train = TrainWidget(viewer)
-    viewer.window.add_dock_widget(train)
-    train.backbone.setCurrentText("resnet18")
-    train.epochs.setValue(200)
-    train.patience.setValue(0)
-    train.batch_size.setValue(4)
-    train.val_fraction.setValue(0.25)
-    viewer.dims.set_current_step(0, 2)
+    train = _train_widget(viewer, epochs=200, z=2, patience=0)
     train.train_button.click()
     image = viewer.layers[0]
     qtbot.waitUntil(lambda: preview_name(image.name) in viewer.layers and len(train._epoch_x) >= 2, timeout=300_000)
@@ -74,14 +75,7 @@ def test_the_preview_shows_its_uncertainty_when_asked_during_the_run(tiny_viewer
     from napari_sandseg._widgets._results import uncertainty_name
 
     viewer = tiny_viewer
-    train = TrainWidget(viewer)
-    viewer.window.add_dock_widget(train)
-    train.backbone.setCurrentText("resnet18")
-    train.epochs.setValue(4)
-    train.patience.setValue(0)
-    train.batch_size.setValue(4)
-    train.val_fraction.setValue(0.25)
-    viewer.dims.set_current_step(0, 5)
+    train = _train_widget(viewer, epochs=4, z=5, patience=0)
     image = viewer.layers[0]
     name = uncertainty_name(preview_name(image.name))
     train.train_button.click()

@@ -418,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run on a 256 x 256 corner")
     parser.add_argument("--arms", default="random_forest,project,finetune,dense")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--finetune-from", type=Path, default=None,
+                        help="run the fine-tune arm from this scribbles model (kept by --keep-models) instead of "
+                             "the one the project arm trains")
     parser.add_argument("--keep-models", type=Path, default=None,
                         help="copy each arm's final model here (e.g. for benchmarks/analyze.py --model)")
     args = parser.parse_args(argv)
@@ -440,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             rf = random_forest_arm(images, masks, painted, args.seed)
             results["scribbles"]["random_forest"] = rf
             print(f"random forest: mean IoU {rf['mean_iou']:.3f} after {rf['seconds']} s ({rf['per_class_iou']})", flush=True)
-        engine = start_engine() if {"project", "dense"} & set(arms) else None
+        engine = start_engine() if {"project", "dense", "finetune"} & set(arms) else None
         preview_truth = masks[PREVIEW_SLICE]
         try:
             if "project" in arms:
@@ -453,12 +456,14 @@ def main(argv: list[str] | None = None) -> int:
                 results["scribbles"]["project"] = net
                 print(f"network from scribbles: {net['at']}; first preview {net['preview_first_s']} s; "
                       f"tracking {net['tracking']}", flush=True)
-                if "finetune" in arms:
-                    (tmp / "finetune").mkdir()
-                    ft = finetune_arm(engine, images, masks, painted, cfg, Path(net["model"]), tmp / "finetune", args.seed)
-                    results["finetune"] = ft
-                    print(f"fine-tune: slice on screen {ft['finetune_s']} s, stack {ft['stack_s']} s, corrected regions "
-                          f"{ft['corrected_region_accuracy']}, held-out {ft['held_out_mean_iou']}", flush=True)
+            scribble_model = Path(results["scribbles"]["project"]["model"]) if "project" in arms else args.finetune_from
+            if "finetune" in arms and scribble_model is not None:
+                cfg = TrainConfig.default(test_fraction=0.0, sparse=True, seed=args.seed, **overrides)
+                (tmp / "finetune").mkdir()
+                ft = finetune_arm(engine, images, masks, painted, cfg, scribble_model, tmp / "finetune", args.seed)
+                results["finetune"] = {**ft, "from_model": str(scribble_model)}
+                print(f"fine-tune: slice on screen {ft['finetune_s']} s, stack {ft['stack_s']} s, corrected regions "
+                      f"{ft['corrected_region_accuracy']}, held-out {ft['held_out_mean_iou']}", flush=True)
             if "dense" in arms:
                 cfg = TrainConfig.default(test_fraction=0.0, seed=args.seed, **overrides)
                 (tmp / "dense").mkdir()

@@ -12,6 +12,7 @@ import pytest
 
 from napari_sandseg._widgets._correct_widget import (
     FINETUNE_CROPS,
+    FINETUNE_LR_FACTOR,
     FineTuneData,
     _command_files,
     finetune_config,
@@ -115,6 +116,8 @@ def test_finetune_settings_are_short_and_the_command_repeats_them(tmp_path):
     base = TrainConfig.default(backbone="resnet18", batch_size=4, val_fraction=0.25, test_fraction=0.0)
     config = finetune_config(base, 2, sparse=True)
     assert (config.epochs, config.sparse, config.warmup_epochs, config.test_fraction) == (2, True, 0, 0.0)
+    assert config.learning_rate == pytest.approx(base.learning_rate * FINETUNE_LR_FACTOR)
+    assert config.learning_rate < base.learning_rate
     assert config.crops_per_epoch == min(base.crops_per_epoch, FINETUNE_CROPS)
     assert finetune_config(TrainConfig.classic(), 1, sparse=False).crops_per_epoch is None  # whole slices: no crops
     from napari_sandseg.cli import _train_config

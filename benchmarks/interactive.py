@@ -476,12 +476,12 @@ def main(argv: list[str] | None = None) -> int:
                 dense["at"] = at_times(dense["curve"])
                 dense["time_to"] = {str(level): first_time_at(dense["curve"], level) for level in (0.85, 0.88, 0.90)}
                 results["dense"] = dense
+                print(f"network from dense labels: {dense['at']}, time to {dense['time_to']}", flush=True)
             for arm, result in (("scribbles", results["scribbles"].get("project")), ("dense", results["dense"])):
                 if args.keep_models is not None and result and "model" in result:
                     args.keep_models.mkdir(parents=True, exist_ok=True)
                     for suffix in (".keras", ".json"):
                         shutil.copy2(Path(result["model"]).with_suffix(suffix), args.keep_models / f"{arm}{suffix}")
-                print(f"network from dense labels: {dense['at']}, time to {dense['time_to']}", flush=True)
         finally:
             if engine is not None:
                 engine.shutdown()

@@ -56,10 +56,10 @@ _USER_ROLE = 256
 FINETUNE_EPOCHS = 1
 FINETUNE_CROPS = 128
 #: A fine-tune learns at this share of the model's own learning rate. Chosen on validation
-#: slices 3, 6, 7 of the real stack (never trained on, not the test slices; /work's
-#: finetune_lr experiment in benchmarks/README.md "Interactive use"): from a scribble model,
-#: correcting slice 2's 10 worst regions, the model's own rate 1e-3 fixed 67 % of the corrected
-#: regions but cut validation mean IoU 0.705 -> 0.651; a tenth fixed 60 % and raised it to 0.774.
+#: slices 3, 6, 7 of the real stack (never trained on, not the test slices) by
+#: benchmarks/finetune_lr.py: from a scribble model, correcting slice 2's 10 worst regions, the
+#: model's own rate 1e-3 fixed 67 % of the corrected regions but cut validation mean IoU
+#: 0.705 -> 0.651; a tenth fixed 60 % and raised it to 0.774 (benchmarks/README.md).
 FINETUNE_LR_FACTOR = 0.1
 
 

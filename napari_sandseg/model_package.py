@@ -576,7 +576,7 @@ def validate_package(path: str | os.PathLike, test: bool = True) -> PackageCheck
 
     if test:
         tf()  # TensorFlow only through _tf; bioimageio.core's Keras backend imports it by name
-        os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # its setting; Keras here runs on TensorFlow
+        # (KERAS_BACKEND=tensorflow, which bioimageio.core reads, is set by the package's __init__)
     try:
         from loguru import logger
 

@@ -231,3 +231,13 @@ def test_export_without_the_extra_says_how_to_install(model_file, tmp_path, monk
     monkeypatch.setitem(sys.modules, "bioimageio.spec", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"pip install 'napari-sandseg\[bioimageio\]'"):
         export_package(model_file, tmp_path / "m.zip")
+
+
+def test_bioimageio_leaves_keras_on_tensorflow_for_later_processes():
+    """bioimageio.core defaults KERAS_BACKEND to torch and writes it into os.environ on import;
+    a training subprocess started after it (the sigkill test, the engine) then failed to start."""
+    import os
+
+    import bioimageio.core.backends.keras_backend  # noqa: F401 - the import that writes the variable
+
+    assert os.environ["KERAS_BACKEND"] == "tensorflow"

@@ -299,7 +299,8 @@ class SandsegWidget(QWidget):
         self.stopping = False
         self._failure = None
         self.set_busy(True)
-        self.job = Job(func, *args, on_yield=on_yield, on_return=on_return, on_finish=self._job_finished, **kwargs)
+        self.job = Job(func, *args, on_yield=on_yield, on_return=on_return, on_finish=self._job_finished, owner=self,
+                       **kwargs)
         # Connected after the Job's own handlers, so they run after them (before `finished`).
         self.job.worker.returned.connect(self._note_returned)
         self.job.worker.errored.connect(self._note_error)

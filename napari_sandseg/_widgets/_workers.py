@@ -20,6 +20,7 @@ from typing import Any, Callable, Generator
 
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.compat import isalive
 
 from ..errors import Cancelled, SandsegError
 from ._engine import CancelFlag
@@ -84,6 +85,8 @@ class Job:
         job failed with a SandsegError; that is shown as a notification instead).
     on_finish : callable, optional
         Main-thread handler called last, whatever happened (re-enable buttons here).
+    owner : QObject, optional
+        The widget the handlers belong to; once Qt has deleted it they are not called.
     """
 
     def __init__(
@@ -93,11 +96,15 @@ class Job:
         on_yield: Callable[[Any], None] | None = None,
         on_return: Callable[[Any], None] | None = None,
         on_finish: Callable[[], None] | None = None,
+        owner: Any = None,
         **kwargs: Any,
     ) -> None:
         self.cancel_event = CancelFlag()
         self.done = threading.Event()
         self._alive = True  # False once the owner is gone: handlers then do nothing
+        # The Qt widget the handlers belong to: when napari closes, progress already queued for
+        # it can arrive after Qt deleted it, and before its shutdown silenced the handlers.
+        self._owner = owner
         self._on_yield, self._on_return, self._on_finish = on_yield, on_return, on_finish
         self.worker = create_worker(
             _guarded(func, self.done),
@@ -138,12 +145,16 @@ class Job:
         self.cancel_event.abandon()
         return self.done.wait(timeout)
 
+    def _live(self) -> bool:
+        """Whether the handlers may run: not shut down, and the owner widget not deleted by Qt."""
+        return self._alive and (self._owner is None or isalive(self._owner) is not False)
+
     def _yielded(self, value: Any) -> None:
-        if self._alive and self._on_yield is not None:
+        if self._live() and self._on_yield is not None:
             self._on_yield(value)
 
     def _returned(self, value: Any) -> None:
-        if not self._alive:
+        if not self._live():
             return
         if isinstance(value, JobFailed):
             notify_error(value.error)
@@ -152,7 +163,7 @@ class Job:
             self._on_return(value)
 
     def _finished(self) -> None:
-        if self._alive and self._on_finish is not None:
+        if self._live() and self._on_finish is not None:
             self._on_finish()
 
 

@@ -69,3 +69,31 @@ def test_unguarded_script_that_trains_opens_one_window(tmp_path):
     lines = mark.read_text().splitlines()
     assert len(lines) == 1, lines  # the engine never re-ran the script
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
+
+
+def test_progress_queued_for_a_deleted_widget_is_dropped(qtbot):
+    """Closing napari deletes the widgets; progress already queued for them must not reach them."""
+    from qtpy.QtWidgets import QProgressBar, QWidget
+
+    from napari_sandseg._widgets._workers import Job
+
+    owner = QWidget()
+    bar = QProgressBar(owner)
+    seen = []
+
+    def job(cancel):
+        yield 1
+
+    j = Job(job, on_yield=lambda v: (seen.append(v), bar.setValue(v)), on_finish=lambda: bar.setEnabled(True),
+            owner=owner)
+    owner.deleteLater()
+    qtbot.waitUntil(lambda: not _alive(owner), timeout=5000)
+    j._yielded(1)  # as a queued signal would, after the deletion
+    j._finished()
+    assert seen == []
+
+
+def _alive(obj) -> bool:
+    from qtpy.compat import isalive
+
+    return isalive(obj) is not False

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crops-per-epoch", type=_count_or_none, default=None, metavar="N|none",
                    help="random crops drawn from the training slices per epoch, when training on crops "
                    "(project preset: 384); none = one per slice")
+    p.add_argument("--voxel-size", default=None, metavar="SIZE",
+                   help="voxel edge with unit of the images, recorded in the model as the voxel size trained on, "
+                   "e.g. 2.5um or 5,2.5,2.5um (default: the images' own, else none)")
 
     p = sub.add_parser("predict", help="segment an image stack with a trained model")
     p.add_argument("--model", required=True, type=Path,
@@ -411,6 +414,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .units import read_voxel_size
 
     config = _train_config(args)
+    voxel_size = _voxel_size(args)  # a bad --voxel-size fails before the volumes are read
     if Path(args.out).suffix != ".keras":
         raise OutputError(f"{args.out}: a model file must end in .keras (its .json sidecar is written beside it)")
     check_output(args.out, args.overwrite)
@@ -423,7 +427,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         # Too big to load: train from patches read on the fly (see napari_sandseg.patches).
         images, targets, class_map = _open_big_pair(args, config.sparse, model_map)
         result = _run_training(images, targets, class_map, config, args.out, args.init_model,
-                               read_voxel_size(args.images))
+                               voxel_size or read_voxel_size(args.images))
         return _report_training(result)
     images = read_volume(args.images, **_reading(args))
     if config.sparse:
@@ -443,7 +447,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.validate(n_slices=n_annotated, slice_shape=images.shape[1:])
     except ConfigError as exc:
         raise ConfigError(f"{args.masks}: {exc}") from exc
-    result = _run_training(images, targets, class_map, config, args.out, args.init_model, read_voxel_size(args.images))
+    result = _run_training(images, targets, class_map, config, args.out, args.init_model,
+                           voxel_size or read_voxel_size(args.images))
     return _report_training(result)
 
 

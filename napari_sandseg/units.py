@@ -182,6 +182,13 @@ def _ome_voxel_size(multiscale: dict) -> VoxelSize | None:
         return None
 
 
+def format_voxel_size(voxel_size: VoxelSize) -> str:
+    """``voxel_size`` as :func:`parse_voxel_size` reads it back: ``2.5um``, or ``5,2.5,2.5um`` (z,y,x)."""
+    sizes, unit = voxel_size
+    edges = f"{sizes[0]:.10g}" if len(set(sizes)) == 1 else ",".join(f"{v:.10g}" for v in sizes)
+    return edges + unit
+
+
 def resolve_voxel_size(text: str | None, paths: Sequence[Union[str, Path]] = ()) -> tuple[VoxelSize, str | None]:
     """The voxel size to measure with, and a note when there was none to be had.
 

@@ -172,3 +172,14 @@ def test_malformed_ome_zarr_metadata_reads_as_no_voxel_size(tmp_path):
     group = zarr.open_group(str(tmp_path / "bad.zarr"), mode="w")
     group.attrs["multiscales"] = [{"axes": [{"name": "z", "type": "space", "unit": "micrometer"}], "datasets": []}]
     assert read_voxel_size(tmp_path / "bad.zarr") is None
+
+
+@pytest.mark.parametrize("voxel_size", [((2.5, 2.5, 2.5), "um"), ((5.0, 2.5, 2.0), "um"), ((1e-05,) * 3, "m"),
+                                        ((0.123456789, 0.123456789, 0.2), "mm")])
+def test_format_voxel_size_reads_back(voxel_size):
+    """What the widgets' command lines write for --voxel-size parses back to the same size."""
+    from napari_sandseg.units import format_voxel_size, parse_voxel_size
+
+    text = format_voxel_size(voxel_size)
+    assert parse_voxel_size(text) == voxel_size
+    assert " " not in text and ("," in text) == (len(set(voxel_size[0])) > 1)

@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -29,7 +28,7 @@ from .._layers import class_map_from_metadata, default_class_map
 from ..classmap import ClassMap
 from ..errors import Cancelled, InputError
 from ..io import atomic_write
-from ._common import CommandBox, LayerPicker, SandsegWidget
+from ._common import CommandBox, LayerPicker, SandsegWidget, VoxelSizeField, voxel_size_args
 from ._files import LayerSnapshot, labels_file, layer_file, snapshot_layer
 from ._plots import LinePlot
 from ._results import is_segmentation
@@ -113,8 +112,7 @@ class AnalyzeWidget(SandsegWidget):
         self.truth_picker = LayerPicker(
             napari_viewer, Labels, prefer=lambda n: any(w in n.lower() for w in ("truth", "mask", "label"))
         )
-        self.voxel_size = QLineEdit()
-        self.voxel_size.setPlaceholderText("e.g. 2.5um, 0.0025mm, 5,2.5,2.5um (empty: from the file, else px)")
+        self.voxel_size = VoxelSizeField(fallback="from the layer's file, else px")
         self.pore_class = QComboBox()
         self.pore_class.setToolTip("the class that is pore space (default: the class named pore, else the darkest)")
         form = QFormLayout()
@@ -168,6 +166,7 @@ class AnalyzeWidget(SandsegWidget):
         from ..analyze import pore_value
 
         layer = self.labels_picker.layer()
+        self.voxel_size.follow(layer)
         self.pore_class.clear()
         if layer is None:
             return
@@ -178,12 +177,16 @@ class AnalyzeWidget(SandsegWidget):
         self.pore_class.setCurrentIndex(list(class_map.values).index(default))
 
     def _voxel_size(self, layer: Any) -> tuple[tuple[float, float, float], str, str | None]:
-        """The field's voxel size, else the one the layer's file carries, else 1 px and a note saying so."""
+        """The field's voxel size (typed, else the layer's scale), else the one the layer's file
+        carries, else 1 px and a note saying so."""
         from ..units import resolve_voxel_size
 
-        text = self.voxel_size.text().strip() or None
+        self.voxel_size.follow(layer)  # its scale may have changed since it was picked
+        chosen = self.voxel_size.value()
+        if chosen is not None:
+            return chosen[0], chosen[1], None
         source = layer_file(layer, self.state)
-        (sizes, unit), note = resolve_voxel_size(text, [source] if source is not None else [])
+        (sizes, unit), note = resolve_voxel_size(None, [source] if source is not None else [])
         if note is not None:
             note = "no voxel size in the field or the layer's file: lengths are in pixels"
         return sizes, unit, note
@@ -263,10 +266,7 @@ class AnalyzeWidget(SandsegWidget):
         command = ["sandseg", "analyze", "--labels", analysis.labels_file]
         if analysis.truth_file is not None:
             command += ["--truth", analysis.truth_file]
-        if unit != "px":
-            sizes = report["voxel_size"]
-            edges = f"{sizes[0]:g}" if len(set(sizes)) == 1 else ",".join(f"{v:g}" for v in sizes)
-            command += ["--voxel-size", edges + unit]
+        command += voxel_size_args((tuple(report["voxel_size"]), unit))
         first = report["truth"] if pair else report
         command += ["--pore-class", str(first["pore_class"])]
         if any(note.startswith("pore sizes not measured") for note in first["notes"]):

@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPlainTextEdit,
     QPushButton,
     QVBoxLayout,
@@ -23,6 +24,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import Cancelled, SandsegError
 from ..metrics import METRIC_LABELS
+from ..units import VoxelSize, format_voxel_size, layer_voxel_size, parse_voxel_size
 from ._state import SessionState, session_for
 from ._workers import Job, JobFailed
 
@@ -127,6 +129,59 @@ class LayerPicker(QComboBox):
     def _remember(self, _text: str) -> None:
         layer = self.layer()
         self._picked = weakref.ref(layer) if layer is not None else None
+
+
+class VoxelSizeField(QLineEdit):
+    """The voxel size a widget works in: typed by the user, else its layer's own, shown greyed.
+
+    One field for every widget that takes a voxel size; typed text is read by
+    :func:`napari_sandseg.units.parse_voxel_size`, the rule of ``--voxel-size``.
+
+    Parameters
+    ----------
+    fallback : str
+        What an empty field means when the layer has no voxel size (said in the placeholder).
+    """
+
+    def __init__(self, fallback: str = "pixels") -> None:
+        super().__init__()
+        self._default: VoxelSize | None = None
+        self._fallback = fallback
+        self.setToolTip("voxel edge with its unit, e.g. 2.5um, '2.5 µm', 0.0025mm, or z,y,x: 5,2.5,2.5um; "
+                        "empty: the layer's own (from its file)")
+        self.follow(None)
+
+    def follow(self, layer: Any) -> None:
+        """Default to ``layer``'s voxel size (its ``scale`` in its ``units``; none in pixels)."""
+        voxel_size = None if layer is None else layer_voxel_size(layer.scale, layer.units)
+        self._default = voxel_size
+        if voxel_size is not None:
+            self.setPlaceholderText(f"{format_voxel_size(voxel_size)} (the layer's own; type to override)")
+        else:
+            self.setPlaceholderText(f"e.g. 2.5um or 5,2.5,2.5um (empty: {self._fallback})")
+
+    def typed(self) -> bool:
+        """Whether the user typed a voxel size (else the layer's own is used)."""
+        return bool(self.text().strip())
+
+    def value(self) -> VoxelSize | None:
+        """The typed voxel size, else the layer's own; None when neither is known.
+
+        A typed size in pixels comes back as such (``((1.0, 1.0, 1.0), "px")`` for ``1px``).
+
+        Raises
+        ------
+        ConfigError
+            Naming typed text that is not a voxel size.
+        """
+        return parse_voxel_size(self.text()) if self.typed() else self._default
+
+
+def voxel_size_args(voxel_size: VoxelSize | None) -> list[str]:
+    """``["--voxel-size", "2.5um"]`` for a command line, or nothing in pixels (or None)."""
+    if voxel_size is None or voxel_size[1] == "px":
+        return []
+    return ["--voxel-size", format_voxel_size(voxel_size)]
 
 
 class _CommandText(QPlainTextEdit):

@@ -173,12 +173,13 @@ def device_job(cancel: Any) -> Generator[str, None, str]:
 
 def train_job(images: np.ndarray, targets: np.ndarray, class_map: Any, config: Any, out_path: Path,
               init_model: Path | None, cancel: Any, preview_z: int | None = None,
-              preview_uncertainty: bool = False) -> Generator[Any, None, TrainSummary]:
+              preview_uncertainty: bool = False, voxel_size: Any = None) -> Generator[Any, None, TrainSummary]:
     """The engine's training generator; the trained model stays cached here under its path.
 
     With ``preview_z``, the live-preview events (see ``TrainEvent.preview``) carry that slice
     segmented with the current weights; napari moves it with ``EngineProcess.set_control("preview_z", z)``,
     and switches the preview's uncertainty on and off with ``set_control("preview_uncertainty", flag)``.
+    ``voxel_size`` (of the images) is recorded in the model's sidecar.
     """
     from .._tf import configure_gpu
     from ..train import train
@@ -191,7 +192,7 @@ def train_job(images: np.ndarray, targets: np.ndarray, class_map: Any, config: A
     preview = None if values is None or preview_z is None else (lambda: values.get("preview_z"))
     entropy = None if preview is None else (lambda: bool(values.get("preview_uncertainty")))
     result = yield from train(images, targets, class_map, config, out_path, init_model=init_model, cancel=cancel,
-                              preview=preview, preview_uncertainty=entropy)
+                              preview=preview, preview_uncertainty=entropy, voxel_size=voxel_size)
     path = Path(result.path)
     _MODELS[str(path.resolve())] = (result.model, result.info, path.stat().st_mtime)
     return TrainSummary(result.info, path, result.history, result.cancelled, result.best_epoch, list(result.info.notes))
@@ -233,13 +234,15 @@ class FileSummary:
 
 def predict_file_job(model_path: Path, images_path: Path, out_path: Path, probabilities_path: Path | None,
                      uncertainty_path: Path | None, batch_size: int, overwrite: bool,
-                     cancel: Any, precision: str = "float32") -> Generator[tuple[int, int], None, FileSummary]:
+                     cancel: Any, precision: str = "float32",
+                     voxel_size: Any = None) -> Generator[tuple[int, int], None, FileSummary]:
     """Segment a volume file into output files, slab by slab (:func:`napari_sandseg.predict.predict_file`).
 
     Only paths come in and go out: the volume is read here from its file and the labels are
     written here, so a volume bigger than memory never crosses the process boundary.
     Yields ``(done, total)`` slices after each slab. On cancel or failure no output appears
     and no temp file is left (the writers rename a complete temp file into place).
+    ``voxel_size`` is kept in the outputs (None: the image file's own).
     """
     from ..lazy import nbytes_on_disk
     from ..predict import predict_file
@@ -254,7 +257,7 @@ def predict_file_job(model_path: Path, images_path: Path, out_path: Path, probab
             outcome["path"] = predict_file(
                 model_path, images_path, out_path, probabilities_path, batch_size=batch_size, overwrite=overwrite,
                 progress=lambda done, total: items.put((done, total)), uncertainty_path=uncertainty_path,
-                cancel=cancel, precision=precision,
+                cancel=cancel, precision=precision, voxel_size=voxel_size,
             )
         except BaseException as exc:  # noqa: BLE001 - re-raised below, in the job's own thread
             outcome["error"] = exc

@@ -31,10 +31,12 @@ from qtpy.QtWidgets import (
 )
 
 from ..classmap import ClassMap
+from ..errors import SandsegError
 from ..io import TIFF_SUFFIXES
 from ..lazy import is_zarr
 from ..predict import AUTO, PREDICT_PRECISIONS
-from ._common import CommandBox, LayerPicker, SandsegWidget
+from ..units import VoxelSize, format_voxel_size
+from ._common import CommandBox, LayerPicker, SandsegWidget, VoxelSizeField, voxel_size_args
 from ._engine import EngineProcess
 from ._files import (
     LayerSnapshot,
@@ -106,6 +108,7 @@ class StreamRequest:
     uncertainty: Path | None
     overwrite: bool
     class_map: ClassMap
+    voxel_size: VoxelSize | None = None  # kept in the outputs; None: the image file's own
 
 
 def stream_job(engine: EngineProcess, model_path: Path, request: StreamRequest, batch_size: int, folder: Path,
@@ -121,7 +124,7 @@ def stream_job(engine: EngineProcess, model_path: Path, request: StreamRequest, 
     images = request.images if isinstance(request.images, Path) else image_file(request.images, folder)
     summary = yield from engine.run(
         "predict_file", model_path, images, request.out, request.probabilities, request.uncertainty, batch_size,
-        request.overwrite, cancel=cancel, precision=precision,
+        request.overwrite, cancel=cancel, precision=precision, voxel_size=request.voxel_size,
     )
     probs, unc = summary.probabilities, summary.uncertainty
     return StreamedSegmentation(
@@ -138,8 +141,12 @@ def engine_reads(path: Path) -> bool:
 
 def predict_command(model_path: Path, images: Path, out: Path, probabilities: Path | None,
                     uncertainty: Path | None = None, *, batch_size: int = CLI_BATCH_SIZE,
-                    overwrite: bool = False, precision: str = AUTO) -> list[Any]:
-    """The ``sandseg predict`` arguments for a segmentation (defaults left out: ``--precision`` is auto)."""
+                    overwrite: bool = False, precision: str = AUTO, voxel_size: VoxelSize | None = None) -> list[Any]:
+    """The ``sandseg predict`` arguments for a segmentation (defaults left out: ``--precision`` is auto).
+
+    ``voxel_size`` (the one the outputs keep) is spelled out when it is physical, so the
+    command writes the same spacing whatever the image file carries.
+    """
     args: list[Any] = ["sandseg", "predict", "--model", model_path,
                        "--images", images, "--out", out]
     if probabilities is not None:
@@ -150,6 +157,7 @@ def predict_command(model_path: Path, images: Path, out: Path, probabilities: Pa
         args += ["--batch-size", batch_size]
     if precision != AUTO:
         args += ["--precision", precision]
+    args += voxel_size_args(voxel_size)
     if overwrite:
         args.append("--overwrite")
     return args
@@ -168,6 +176,7 @@ class SegmentWidget(SandsegWidget):
         self.load_button = QPushButton("Load model...")
         self.load_button.clicked.connect(self.load_model)
         self.image_picker = LayerPicker(napari_viewer, Image, prefer=lambda n: not n.endswith("uncertainty") and " P(" not in n)
+        self.voxel_size = VoxelSizeField()
         self.scope = QComboBox()
         self.scope.addItems([WHOLE_STACK, CURRENT_SLICE])
         self.batch_size = QSpinBox()
@@ -189,6 +198,7 @@ class SegmentWidget(SandsegWidget):
         model_row.addWidget(self.load_button)
         form.addRow("Model", model_row)
         form.addRow("Image", self.image_picker)
+        form.addRow("Voxel size", self.voxel_size)
         form.addRow("Segment", self.scope)
         form.addRow("Batch size", self.batch_size)
         form.addRow("Precision", self.precision)
@@ -282,6 +292,7 @@ class SegmentWidget(SandsegWidget):
         for control in (self.out_edit, self.browse_button, self.overwrite):
             control.setEnabled(streaming and not busy)
         source = layer_file(image, self.state) if image is not None else None
+        self.voxel_size.follow(image)
         if image is not None and self._auto_path:
             self.out_edit.setText(str(default_output(image.name, source, self.state.folder)))
         self.mode_label.setText(self._mode_text(image, lazy, source))
@@ -324,8 +335,16 @@ class SegmentWidget(SandsegWidget):
             show_error(f"layer '{image.name}' is read lazily from disk: segment the whole stack, streamed to a file "
                        "(a single slice is segmented only for images held in memory)")
             return
+        self.voxel_size.follow(image)  # its scale may have changed since it was picked
+        try:
+            voxel_size = self.voxel_size.value()
+        except SandsegError as exc:
+            show_error(str(exc))
+            return
+        if self.voxel_size.typed():
+            set_voxel_size(image, voxel_size)  # its results take the image's scale, and lie over it
         if self.streams(image):
-            self._start_streaming(m, image)
+            self._start_streaming(m, image, voxel_size)
             return
         n = image.data.shape[0]
         if self.scope.currentText() == CURRENT_SLICE:
@@ -342,11 +361,15 @@ class SegmentWidget(SandsegWidget):
             segment_job, self.state.engine, m.path, m.info, snap, z_range, batch_size, self.probabilities.isChecked(),
             self.uncertainty.isChecked(), self.state.folder, precision=precision,
             on_yield=lambda p: self.progress.setValue(p[0]),
-            on_return=lambda outcome: self._segmented(outcome, batch_size, precision),
+            on_return=lambda outcome: self._segmented(outcome, batch_size, precision, voxel_size),
         )
 
-    def stream_request(self, image: Any, class_map: ClassMap) -> StreamRequest | None:
-        """What a streamed run of ``image`` reads and writes; None (after a notification) when it cannot run."""
+    def stream_request(self, image: Any, class_map: ClassMap,
+                       voxel_size: VoxelSize | None = None) -> StreamRequest | None:
+        """What a streamed run of ``image`` reads and writes; None (after a notification) when it cannot run.
+
+        ``voxel_size`` is kept in the outputs (None: the one the image file carries, if any).
+        """
         source = layer_file(image, self.state)
         if is_lazy(image) and (source is None or not engine_reads(source)):
             # Never ship a dask graph (or a huge copy) to the engine: it must read a file itself.
@@ -372,10 +395,10 @@ class SegmentWidget(SandsegWidget):
                 show_error(problem)
                 return None
         images = source if source is not None and engine_reads(source) else snapshot_layer(image, self.state)
-        return StreamRequest(image.name, images, out, probs, unc, overwrite, class_map)
+        return StreamRequest(image.name, images, out, probs, unc, overwrite, class_map, voxel_size)
 
-    def _start_streaming(self, m: Any, image: Any) -> None:
-        request = self.stream_request(image, m.info.class_map)
+    def _start_streaming(self, m: Any, image: Any, voxel_size: VoxelSize | None = None) -> None:
+        request = self.stream_request(image, m.info.class_map, voxel_size)
         if request is None:
             return
         batch_size, precision = self.batch_size.value(), self.precision.currentText()
@@ -385,7 +408,8 @@ class SegmentWidget(SandsegWidget):
         self.run_job(
             stream_job, self.state.engine, m.path, request, batch_size, self.state.folder, precision=precision,
             on_yield=lambda p: self.progress.setValue(p[0]),
-            on_return=lambda result: self._streamed(result, m.path, batch_size, request.overwrite, precision),
+            on_return=lambda result: self._streamed(result, m.path, batch_size, request.overwrite, precision,
+                                                    request.voxel_size),
         )
 
     def set_busy(self, busy: bool) -> None:  # noqa: D102
@@ -398,7 +422,8 @@ class SegmentWidget(SandsegWidget):
         for control in (self.to_file, self.out_edit, self.browse_button, self.overwrite):
             control.setEnabled(False)
 
-    def _segmented(self, outcome: tuple[Segmentation, Path], batch_size: int, precision: str) -> None:
+    def _segmented(self, outcome: tuple[Segmentation, Path], batch_size: int, precision: str,
+                   voxel_size: VoxelSize | None = None) -> None:
         seg, images_file = outcome
         self.last = seg
         layer = show_segmentation(self.viewer, seg, self.state)
@@ -407,23 +432,41 @@ class SegmentWidget(SandsegWidget):
         out = self.state.folder / f"{stem}_segmentation.tif"
         probs = self.state.folder / f"{stem}_probabilities.tif" if seg.probabilities is not None else None
         self.command.set_command(predict_command(m.path, images_file, out, probs, batch_size=batch_size,
-                                                 precision=precision))
+                                                 precision=precision, voxel_size=voxel_size))
         what = "whole stack" if seg.labels.shape[0] == seg.full_shape[0] else f"slice {seg.z_start}"
         extra = " Probability/uncertainty layers were added hidden: tick their eye to show them." if (
             seg.probabilities is not None or seg.uncertainty is not None) else ""
-        self.status.setText(f"Segmented the {what} into '{layer.name}'.{extra}")
+        self.status.setText(f"Segmented the {what} into '{layer.name}'{_in_units(voxel_size)}.{extra}")
 
     def _streamed(self, seg: StreamedSegmentation, model_path: Path, batch_size: int, overwrite: bool,
-                  precision: str) -> None:
+                  precision: str, voxel_size: VoxelSize | None = None) -> None:
         self.last = seg
         layer = show_streamed(self.viewer, seg, self.state)
         self.command.set_command(predict_command(
             model_path, seg.images, seg.labels_path, seg.probabilities_path, seg.uncertainty_path,
-            batch_size=batch_size, overwrite=overwrite, precision=precision,
+            batch_size=batch_size, overwrite=overwrite, precision=precision, voxel_size=voxel_size,
         ))
         extra = " Probability/uncertainty layers (files beside it) were added hidden." if (
             seg.probabilities is not None or seg.uncertainty is not None) else ""
         self.status.setText(
-            f"Segmented the whole stack into '{layer.name}', read lazily from {seg.labels_path} "
+            f"Segmented the whole stack into '{layer.name}'{_in_units(voxel_size)}, read lazily from {seg.labels_path} "
             f"({human_size(seg.nbytes)} on disk).{extra}"
         )
+
+
+def set_voxel_size(layer: Any, voxel_size: VoxelSize | None) -> None:
+    """Show ``layer`` in ``voxel_size`` (its ``scale`` and ``units``; pixels: unit ``pixel``).
+
+    Results take their image's scale (``_results.physical_scale``), so a voxel size typed for
+    an image goes on the image too: its segmentation then lies over it in napari's world.
+    """
+    if voxel_size is None:
+        return
+    sizes, unit = voxel_size
+    layer.scale = sizes[-layer.ndim:]
+    layer.units = ("pixel" if unit == "px" else unit,) * layer.ndim
+
+
+def _in_units(voxel_size: VoxelSize | None) -> str:
+    """`` (voxel size 2.5um)`` for a status line, or nothing in pixels."""
+    return "" if voxel_size is None or voxel_size[1] == "px" else f" (voxel size {format_voxel_size(voxel_size)})"

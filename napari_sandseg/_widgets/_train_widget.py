@@ -28,7 +28,7 @@ from ..errors import SandsegError
 from ..metrics import changed_share, format_figure, metric_label
 from ._annotation import AnnotationPanel, is_annotation
 from ._engine import EngineProcess
-from ._common import CommandBox, LayerPicker, SandsegWidget, plain_metric_names
+from ._common import CommandBox, LayerPicker, SandsegWidget, VoxelSizeField, plain_metric_names, voxel_size_args
 from ._files import LayerSnapshot, image_file, labels_file, snapshot_layer
 from ._model_io import (
     ask_export_package,
@@ -76,23 +76,29 @@ def device_job(engine: EngineProcess, cancel: threading.Event) -> Generator[str,
 def train_job(engine: EngineProcess, image: LayerSnapshot, labels: LayerSnapshot, targets: np.ndarray,
               class_map: ClassMap, config: Any, out_path: Path, folder: Path, init_model: Path | None,
               cancel: threading.Event, preview_z: int | None = None,
-              preview_uncertainty: bool = False) -> Generator[Any, None, TrainOutcome]:
+              preview_uncertainty: bool = False, voxel_size: Any = None) -> Generator[Any, None, TrainOutcome]:
     """Worker: run the engine's training in the engine process, then write the command's files.
 
     With ``preview_z``, the live-preview events carry that slice (moved with the viewer: see
     ``TrainWidget._on_step``) segmented with the current weights, and its uncertainty while
     ``preview_uncertainty`` is on (switched with ``TrainWidget._on_preview_uncertainty``).
+    ``voxel_size`` (of the image) goes into the model's sidecar, the voxel size trained on.
     """
     summary = yield from engine.run("train", image.data, targets, class_map, config, out_path, init_model,
-                                    cancel=cancel, preview_z=preview_z, preview_uncertainty=preview_uncertainty)
+                                    cancel=cancel, preview_z=preview_z, preview_uncertainty=preview_uncertainty,
+                                    voxel_size=voxel_size)
     images_file = image_file(image, folder)
     # Dense labels are written with their original values; sparse ones with 0 = not annotated.
     masks_file, note = labels_file(labels, folder, None if config.sparse else targets)
     return TrainOutcome(summary, images_file, masks_file, note)
 
 
-def train_command(config: Any, images: Path, masks: Path, out: Path, init_model: Path | None = None) -> list[Any]:
-    """The ``sandseg train`` arguments equivalent to a run of the widget (or a fine-tune)."""
+def train_command(config: Any, images: Path, masks: Path, out: Path, init_model: Path | None = None,
+                  voxel_size: Any = None) -> list[Any]:
+    """The ``sandseg train`` arguments equivalent to a run of the widget (or a fine-tune).
+
+    ``voxel_size`` (the images', recorded in the sidecar) is spelled out when it is physical.
+    """
     args: list[Any] = [
         "sandseg", "train", "--images", images, "--masks", masks, "--out", out,
         "--backbone", config.backbone, "--epochs", config.epochs, "--batch-size", config.batch_size,
@@ -106,7 +112,7 @@ def train_command(config: Any, images: Path, masks: Path, out: Path, init_model:
         args.append("--sparse")
     if init_model is not None:
         args += ["--init-model", init_model]
-    return args
+    return args + voxel_size_args(voxel_size)
 
 
 def epoch_text(ev: Any) -> str:
@@ -164,6 +170,10 @@ class TrainWidget(SandsegWidget):
         self._busy = False
         self._device_job: Job | None = None
         self.image_picker = LayerPicker(napari_viewer, Image)
+        self.voxel_size = VoxelSizeField(fallback="none recorded")
+        self.voxel_size.setToolTip(self.voxel_size.toolTip() + "; recorded in the model as the voxel size trained on")
+        self.image_picker.currentTextChanged.connect(lambda *_: self.voxel_size.follow(self.image_picker.layer()))
+        self.voxel_size.follow(self.image_picker.layer())
         self.labels_picker = LayerPicker(
             napari_viewer, Labels, prefer=lambda n: any(w in n.lower() for w in ("mask", "truth", "label"))
         )
@@ -205,6 +215,7 @@ class TrainWidget(SandsegWidget):
         form = QFormLayout()
         form.addRow("Image", self.image_picker)
         form.addRow("Labels", self.labels_picker)
+        form.addRow("Voxel size", self.voxel_size)
         form.addRow("Backbone", self.backbone)
         form.addRow("Epochs", self.epochs)
         form.addRow("Batch size", self.batch_size)
@@ -339,6 +350,10 @@ class TrainWidget(SandsegWidget):
         try:
             config = self.config()
             config.validate()
+            self.voxel_size.follow(image)  # its scale may have changed since it was picked
+            voxel_size = self.voxel_size.value()
+            if voxel_size is not None and voxel_size[1] == "px":
+                voxel_size = None  # pixels: no voxel size to record
             class_map = class_map_from_metadata(labels.metadata) or default_class_map(labels.data)
             layer_values = np.asarray(labels.data)
             targets = layer_values if config.sparse else dense_ids(layer_values, labels.name, SPARSE_HINT)
@@ -359,7 +374,7 @@ class TrainWidget(SandsegWidget):
         self.run_job(
             train_job, self.state.engine, image_snap, labels_snap, targets, class_map, config, out_path,
             self.state.folder, None, on_yield=self._on_event, on_return=self._on_trained, preview_z=preview_z,
-            preview_uncertainty=self.preview_uncertainty.isChecked(),
+            preview_uncertainty=self.preview_uncertainty.isChecked(), voxel_size=voxel_size,
         )
 
     def _current_slice(self) -> int:
@@ -490,7 +505,8 @@ class TrainWidget(SandsegWidget):
         )
         # The precision "auto" decided on (stored in the sidecar), so the command repeats the run exactly.
         used = config.replace(precision=result.info.config.get("precision", config.precision))
-        self.command.set_command(train_command(used, outcome.images_file, outcome.masks_file, result.path), outcome.note)
+        self.command.set_command(train_command(used, outcome.images_file, outcome.masks_file, result.path,
+                                               voxel_size=result.info.voxel_size), outcome.note)
         text = training_result_text(result, config.monitor, config.epochs, self._cut_short)
         self.status.setText(f"{text}. Model: {result.path}")
         show_info(f"{text}. Model written to {result.path}")

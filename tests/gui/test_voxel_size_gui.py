@@ -113,3 +113,102 @@ def test_evaluate_shows_physical_accuracy_in_the_layers_unit(make_napari_viewer,
     saved = json.loads(widget.save_figures("json", tmp_path / "eval.json").read_text())
     assert saved["physical"]["difference"]["porosity_pp"] == pytest.approx(0.2)
     assert saved["physical"]["unit"] == "um" and saved["mean_iou"] > 0.99
+
+
+def test_analyze_takes_the_layers_scale_unless_typed(make_napari_viewer, qtbot, tiny_stack):
+    """A labels layer in micrometres is measured in them; a typed voxel size wins; pixels say so."""
+    from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
+    from napari_sandseg._widgets._analyze_widget import AnalyzeWidget
+    from napari_sandseg.cli import build_parser
+
+    _, ids = tiny_stack
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(labels_layer_data(ids), **labels_layer_kwargs(CLASS_MAP, "scan segmentation"),
+                              scale=(5.0, 2.5, 2.0), units=("um",) * 3)
+    widget = AnalyzeWidget(viewer)
+    widget.pore_sizes.setChecked(False)  # the slow measure; the voxel size is what is checked here
+    assert widget.voxel_size.placeholderText().startswith("5,2.5,2um (the layer's own")
+
+    def run() -> dict:
+        widget.analysis = None
+        widget.start()
+        qtbot.waitUntil(lambda: widget.analysis is not None, timeout=60_000)
+        return widget.analysis.report
+
+    report = run()
+    assert (report["voxel_size"], report["unit"]) == ([5.0, 2.5, 2.0], "um")
+    assert build_parser().parse_args(widget.command.command().split()[1:]).voxel_size == "5,2.5,2um"
+    # Specific surface area is area / volume: halving every edge doubles it.
+    surface = report["specific_surface_area"]
+
+    widget.voxel_size.setText("2.5, 1.25, 1 um")
+    report = run()
+    assert (report["voxel_size"], report["unit"]) == ([2.5, 1.25, 1.0], "um")
+    for value, area in report["specific_surface_area"].items():
+        assert area == pytest.approx(2 * surface[value])
+
+    widget.voxel_size.setText("")
+    layer.scale, layer.units = (1.0, 1.0, 1.0), ("pixel",) * 3  # the user took the scale off the layer
+    report = run()
+    assert report["unit"] == "px" and "lengths are in pixels" in widget.status.text()
+    assert "--voxel-size" not in widget.command.command()
+
+
+@pytest.mark.slow
+def test_train_and_segment_take_a_typed_voxel_size(tiny_viewer, qtbot, tmp_path):
+    """images.tif carries no voxel size: Train records the typed one in the model, Segment puts
+    it on the image, its Labels layer and the file it writes; both command lines repeat it."""
+    from napari_sandseg._widgets._segment_widget import SegmentWidget
+    from napari_sandseg._widgets._state import session_for
+    from napari_sandseg._widgets._train_widget import TrainWidget
+    from napari_sandseg.cli import build_parser
+    from napari_sandseg.lazy import open_volume
+    from napari_sandseg.model import read_info
+
+    viewer = tiny_viewer
+    image = viewer.layers["images"]
+    state = session_for(viewer)
+
+    def wait(widget) -> None:
+        qtbot.waitUntil(lambda: widget.job is not None and not widget.job.running, timeout=300_000)
+        qtbot.wait(50)
+
+    def parsed(widget):
+        return build_parser().parse_args(widget.command.command().split()[1:])
+
+    train = TrainWidget(viewer)
+    viewer.window.add_dock_widget(train)
+    assert train.voxel_size.placeholderText().endswith("(empty: none recorded)")
+    train.backbone.setCurrentText("resnet18")
+    train.epochs.setValue(1)
+    train.batch_size.setValue(4)
+    train.val_fraction.setValue(0.25)
+    train.voxel_size.setText("5,2.5,2 µm")
+    train.train_button.click()
+    wait(train)
+    assert read_info(state.model.path).voxel_size == VOXEL
+    assert parsed(train).voxel_size == "5,2.5,2um"
+    np.testing.assert_allclose(image.scale, (1.0, 1.0, 1.0))  # training does not rescale the image
+
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg)
+    seg.run_button.click()  # nothing typed, nothing on the layer: pixels, as before
+    wait(seg)
+    np.testing.assert_allclose(viewer.layers["images segmentation"].scale, (1.0, 1.0, 1.0))
+    assert "--voxel-size" not in seg.command.command()
+
+    out = tmp_path / "images_labels.zarr"
+    seg.voxel_size.setText("5,2.5,2um")
+    seg.to_file.click()
+    seg.out_edit.setText(str(out))
+    seg.out_edit.textEdited.emit(str(out))
+    seg.run_button.click()
+    wait(seg)
+    labels = viewer.layers["images segmentation"]
+    for layer in (image, labels):  # the segmentation lies over its image, in micrometres
+        np.testing.assert_allclose(layer.scale, VOXEL[0])
+        assert [str(u) for u in layer.units] == ["micrometer"] * 3
+    assert read_voxel_size(out) == VOXEL
+    assert open_volume(out).shape == image.data.shape
+    assert parsed(seg).voxel_size == "5,2.5,2um" and parsed(seg).out == out
+    assert "(voxel size 5,2.5,2um)" in seg.status.text()

@@ -4,6 +4,8 @@ Prediction produces its output a slab of slices at a time; these writers put eac
 disk as it comes, so an output bigger than memory is never held whole. The destination appears
 only when it is complete: a TIFF is written to a temp file renamed over the target
 (:func:`napari_sandseg.io.atomic_write`), a zarr store to a temp folder renamed likewise.
+A zarr label volume is an OME-Zarr (0.5) label image: its voxel size as the scale transform,
+its classes' names and colours as ``image-label`` metadata.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator, Protocol
 
 import numpy as np
 
 from .errors import OutputError
+
+if TYPE_CHECKING:
+    from .classmap import ClassMap
 
 #: TIFF files above this size must be BigTIFF (classic TIFF offsets are 32-bit).
 BIGTIFF_BYTES = 2**32 - 2**25
@@ -80,9 +85,33 @@ class _ZarrWriter:
         self._array[z0 : z0 + len(slab)] = slab
 
 
+def ome_image_label(class_map: "ClassMap") -> dict:
+    """OME-Zarr ``image-label`` metadata of a label volume holding ``class_map``'s values.
+
+    ``colors``: each class value's RGBA (0..255), the colour its napari Labels layer shows
+    (:func:`napari_sandseg._layers.label_colormap` takes the same class-map colours);
+    ``properties``: each class value's name, under ``class``.
+    """
+    colors = []
+    for value, color in zip(class_map.values, class_map.colors):
+        rgba = (list(color) + [1.0])[:4]  # an RGB colour is opaque
+        colors.append({"label-value": int(value), "rgba": [int(round(255 * float(c))) for c in rgba]})
+    properties = [{"label-value": int(v), "class": str(name)} for v, name in zip(class_map.values, class_map.names)]
+    return {"colors": colors, "properties": properties}
+
+
+def ome_label_attrs(name: str, voxel_size, class_map: "ClassMap", path: str = "0") -> dict:
+    """The ``ome`` attribute of an OME-Zarr (0.5) label image group: one ``(Z, Y, X)`` level at ``path``."""
+    from .units import OME_VERSION, ome_multiscales
+
+    return {"version": OME_VERSION, "multiscales": [ome_multiscales(voxel_size, name, path)],
+            "image-label": ome_image_label(class_map)}
+
+
 @contextlib.contextmanager
 def slab_writer(
-    path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype, overwrite: bool = False, voxel_size=None
+    path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype, overwrite: bool = False, voxel_size=None,
+    class_map: "ClassMap | None" = None,
 ) -> Iterator[SlabWriter]:
     """Open an atomic slab writer for ``path`` (``*.zarr`` -> zarr store, else TIFF).
 
@@ -98,8 +127,12 @@ def slab_writer(
         Replace an existing file or store (else :class:`OutputError`).
     voxel_size : ((z, y, x), unit), optional
         Kept in a ``(Z, Y, X)`` TIFF as ImageJ ``spacing``/``unit`` and resolution tags
-        (:func:`imagej_voxel_tags`), in a zarr array's attributes
-        (:func:`napari_sandseg.units.zarr_voxel_attrs`).
+        (:func:`imagej_voxel_tags`); in a zarr label volume as its OME-Zarr scale transform,
+        in any other zarr array as an attribute (:func:`napari_sandseg.units.zarr_voxel_attrs`).
+    class_map : ClassMap, optional
+        The classes of a ``(Z, Y, X)`` label volume (original class values). A zarr output
+        is then an OME-Zarr label image (:func:`ome_label_attrs`): a group whose array ``0``
+        holds the labels; without it, a plain zarr array.
 
     Yields
     ------
@@ -119,14 +152,14 @@ def slab_writer(
             with tifffile.TiffWriter(tmp, bigtiff=nbytes > BIGTIFF_BYTES) as tif:
                 yield _TiffWriter(tif, imagej_voxel_tags(tuple(shape), voxel_size))
         return
-    yield from _zarr_writer(target, shape, dtype, overwrite, voxel_size)
+    yield from _zarr_writer(target, shape, dtype, overwrite, voxel_size, class_map)
 
 
 def _zarr_writer(target: Path, shape: tuple[int, ...], dtype: np.dtype, overwrite: bool,
-                 voxel_size=None) -> Iterator[SlabWriter]:
+                 voxel_size=None, class_map: "ClassMap | None" = None) -> Iterator[SlabWriter]:
     import zarr
 
-    from .units import zarr_voxel_attrs
+    from .units import OME_AXES, zarr_voxel_attrs
 
     if target.exists() and not overwrite:
         raise OutputError(f"{target}: already exists; choose another name or allow overwriting")
@@ -136,9 +169,14 @@ def _zarr_writer(target: Path, shape: tuple[int, ...], dtype: np.dtype, overwrit
     chunks = (1,) + tuple(shape[1:])
     try:
         try:
-            array = zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=dtype)
-            array.attrs["axes"] = "ZYX" if len(shape) == 3 else "ZYXC"
-            array.attrs.update(zarr_voxel_attrs(voxel_size))
+            if class_map is not None and len(shape) == 3:
+                group = zarr.open_group(str(tmp), mode="w")
+                group.attrs["ome"] = ome_label_attrs(target.stem, voxel_size, class_map)
+                array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, dimension_names=OME_AXES)
+            else:
+                array = zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+                array.attrs["axes"] = "ZYX" if len(shape) == 3 else "ZYXC"
+                array.attrs.update(zarr_voxel_attrs(voxel_size))
         except OSError as exc:
             raise OutputError(f"{target}: cannot write in {target.parent} ({exc.strerror or exc})") from exc
         try:

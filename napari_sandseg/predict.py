@@ -496,8 +496,8 @@ def predict_file(
     A TIFF or zarr input is read a slab at a time (:func:`napari_sandseg.lazy.open_volume`)
     and each output is written slab by slab (:func:`napari_sandseg.outputs.slab_writer`) into a
     temp file or store that replaces the destination only when complete, so neither the volume
-    nor its probabilities need to fit in memory. Outputs ending in ``.zarr`` are zarr stores,
-    anything else (Big)TIFF stacks.
+    nor its probabilities need to fit in memory. Outputs ending in ``.zarr`` are zarr stores (the
+    labels an OME-Zarr label image with the class names and colours), anything else (Big)TIFF stacks.
 
     Parameters
     ----------
@@ -528,9 +528,9 @@ def predict_file(
     rgb_as_slices : bool
         Read a TIFF tagged as planar RGB(A) as slices (:func:`napari_sandseg.io.read_volume`).
     voxel_size : ((z, y, x), unit), optional
-        Kept in the outputs (TIFF: ImageJ ``spacing``/``unit``, resolution tags; zarr: an
-        attribute); by default the one the input TIFF or zarr store carries
-        (:func:`napari_sandseg.units.read_voxel_size`), if any.
+        Kept in the outputs (TIFF: ImageJ ``spacing``/``unit``, resolution tags; zarr: the
+        labels' OME-Zarr scale, an attribute of the others); by default the one the input TIFF
+        or zarr store carries (:func:`napari_sandseg.units.read_voxel_size`), if any.
 
     Returns
     -------
@@ -585,7 +585,9 @@ def predict_file(
     }
     with contextlib.ExitStack() as stack:
         writers = {
-            name: stack.enter_context(slab_writer(p, *layouts[name], overwrite=overwrite, voxel_size=voxel_size))
+            # The labels (original class values) carry their classes: a zarr output becomes an OME-Zarr label image.
+            name: stack.enter_context(slab_writer(p, *layouts[name], overwrite=overwrite, voxel_size=voxel_size,
+                                                  class_map=info.class_map if name == "out_path" else None))
             for name, p in targets.items()
         }
         for z0, _, labels, probs, unc in iter_predict(

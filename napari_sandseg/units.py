@@ -133,10 +133,35 @@ ZARR_VOXEL_KEY = "voxel_size"
 
 
 def zarr_voxel_attrs(voxel_size: VoxelSize | None) -> dict:
-    """Attributes that record ``voxel_size`` on a zarr array (none for pixels or None)."""
+    """Attributes that record ``voxel_size`` on a plain zarr array (none for pixels or None)."""
     if voxel_size is None or voxel_size[1] == "px":
         return {}
     return {ZARR_VOXEL_KEY: {"zyx": [float(v) for v in voxel_size[0]], "unit": voxel_size[1]}}
+
+
+#: OME-Zarr version written (0.5: zarr v3, metadata under the ``ome`` attribute).
+OME_VERSION = "0.5"
+#: Canonical unit -> the UDUNITS-2 name OME-Zarr axes take.
+OME_UNITS = {"nm": "nanometer", "um": "micrometer", "mm": "millimeter", "cm": "centimeter", "m": "meter"}
+#: Axis names of a ``(Z, Y, X)`` OME-Zarr volume (also the arrays' ``dimension_names``).
+OME_AXES = ("z", "y", "x")
+
+
+def ome_multiscales(voxel_size: VoxelSize | None, name: str, path: str = "0") -> dict:
+    """OME-Zarr ``multiscales`` metadata of one ``(Z, Y, X)`` level at ``path`` in ``voxel_size``.
+
+    The level's ``scale`` transform holds the voxel edges and the space axes their unit; in
+    pixels (or None) the scale is 1 and the axes carry no unit. :func:`read_zarr_voxel_size`
+    reads it back.
+    """
+    physical = voxel_size is not None and voxel_size[1] != "px"
+    scale = [float(v) for v in voxel_size[0]] if physical else [1.0, 1.0, 1.0]
+    unit = {"unit": OME_UNITS[voxel_size[1]]} if physical else {}
+    return {
+        "name": name,
+        "axes": [{"name": axis, "type": "space", **unit} for axis in OME_AXES],
+        "datasets": [{"path": path, "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+    }
 
 
 def read_zarr_voxel_size(path: Union[str, Path]) -> VoxelSize | None:

@@ -117,7 +117,7 @@ def test_predict_file_zarr_in_zarr_out_equals_in_memory(tmp_path):
                        uncertainty_path=tmp_path / "unc.tif")
     model, info = load_model(tmp_path / "m.keras")
     expected = predict_volume(model, VOL, info, batch_size=3, uncertainty=True)
-    assert np.array_equal(zarr.open_array(str(out), mode="r")[:], info.class_map.decode(expected.labels))
+    assert np.array_equal(lazy.open_volume(out)[:], info.class_map.decode(expected.labels))
     np.testing.assert_allclose(tifffile.imread(tmp_path / "unc.tif"), expected.uncertainty, atol=1e-6)
     predict_file(tmp_path / "m.keras", store, tmp_path / "out.zarr", batch_size=3, overwrite=True)  # replaces the store
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

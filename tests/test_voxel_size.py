@@ -183,3 +183,26 @@ def test_format_voxel_size_reads_back(voxel_size):
     text = format_voxel_size(voxel_size)
     assert parse_voxel_size(text) == voxel_size
     assert " " not in text and ("," in text) == (len(set(voxel_size[0])) > 1)
+
+
+def test_predict_to_zarr_round_trips_labels_voxel_size_and_classes(model_file, stack, tmp_path):
+    """read TIFF -> segment -> .zarr (OME-Zarr label image) -> read: the TIFF output's labels, the
+    input's voxel size, and the model's class names; the plugin reader shows it as Labels in um."""
+    import zarr
+
+    from napari_sandseg._reader import read_layers
+    from napari_sandseg.lazy import open_volume
+
+    tif, store = tmp_path / "labels.tif", tmp_path / "labels.zarr"
+    for out in (tif, store):
+        assert main(["predict", "--model", str(model_file), "--images", str(stack), "--out", str(out),
+                     "--precision", "float32"]) == 0
+    labels = open_volume(store)[:]
+    np.testing.assert_array_equal(labels, read_volume(tif))
+    assert len(np.unique(labels)) >= 2  # else "equal labels" would prove little
+    assert read_voxel_size(store) == VOXEL
+    image_label = zarr.open_group(str(store), mode="r").attrs["ome"]["image-label"]
+    assert [(p["label-value"], p["class"]) for p in image_label["properties"]] == [
+        (0, "class 0"), (128, "class 1"), (255, "class 2")]
+    [(data, kwargs, kind)] = read_layers(str(store))
+    assert kind == "labels" and kwargs["scale"] == VOXEL[0]

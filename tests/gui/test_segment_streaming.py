@@ -24,6 +24,7 @@ from napari_sandseg._widgets._segment_widget import CURRENT_SLICE, SegmentWidget
 from napari_sandseg._widgets._state import session_for
 from napari_sandseg.classmap import ClassMap
 from napari_sandseg.io import read_volume, write_volume
+from napari_sandseg.lazy import open_volume
 from napari_sandseg.model import read_info
 from napari_sandseg.sample import make_sandstone
 
@@ -194,7 +195,7 @@ def test_zarr_store_streams_to_a_zarr_store(make_napari_viewer, qtbot, tmp_path,
     layer = viewer.layers["scan segmentation"]
     assert isinstance(layer.data, da.Array)
     np.testing.assert_array_equal(np.asarray(layer.data), expected + 1)
-    np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[:], CLASS_MAP.decode(expected))
+    np.testing.assert_array_equal(open_volume(out)[:], CLASS_MAP.decode(expected))  # an OME-Zarr label image
     probs = zarr.open_array(str(tmp_path / "scan_probabilities.zarr"), mode="r")
     assert probs.shape == VOLUME.shape + (4,)
     np.testing.assert_array_equal(probs[:].argmax(-1), expected)
@@ -212,7 +213,7 @@ def test_zarr_store_streams_to_a_zarr_store(make_napari_viewer, qtbot, tmp_path,
     _wait(qtbot, seg)
     assert _errors(notes) == []
     exact = np.load(model.parent / "expected_float32.npy")
-    np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[:], CLASS_MAP.decode(exact))
+    np.testing.assert_array_equal(open_volume(out)[:], CLASS_MAP.decode(exact))
     assert seg.command.command() == format_command(
         ["sandseg", "predict", "--model", model, "--images", store, "--out", out,
          "--probabilities", tmp_path / "scan_probabilities.zarr", "--precision", "float32", "--overwrite"])

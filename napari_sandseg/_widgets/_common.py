@@ -148,7 +148,7 @@ class VoxelSizeField(QLineEdit):
         self._default: VoxelSize | None = None
         self._fallback = fallback
         self.setToolTip("voxel edge with its unit, e.g. 2.5um, '2.5 µm', 0.0025mm, or z,y,x: 5,2.5,2.5um; "
-                        "empty: the layer's own (from its file)")
+                        "empty: the layer's own (from its file, shown greyed); typed text overrides it")
         self.follow(None)
 
     def follow(self, layer: Any) -> None:
@@ -156,7 +156,7 @@ class VoxelSizeField(QLineEdit):
         voxel_size = None if layer is None else layer_voxel_size(layer.scale, layer.units)
         self._default = voxel_size
         if voxel_size is not None:
-            self.setPlaceholderText(f"{format_voxel_size(voxel_size)} (the layer's own; type to override)")
+            self.setPlaceholderText(f"{format_voxel_size(voxel_size)} (the layer's own)")
         else:
             self.setPlaceholderText(f"e.g. 2.5um or 5,2.5,2.5um (empty: {self._fallback})")
 

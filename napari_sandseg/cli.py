@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
+from .choices import (
+    DEFAULT_TILE_SIZE,
+    MONITORS,
+    PRECISIONS,
+    PREDICT_BATCH_SIZE,
+    STRATEGIES,
+    min_tile_size,
+)
 from .errors import ConfigError, OutputError, SandsegError, SandsegWarning
+from .targets import MODEL_SUFFIX, OVERWRITE_CLI, check_target, check_targets
 
 EXIT_USAGE = 2
 
@@ -61,15 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-model", type=Path, default=None, help="fine-tune from this model (.keras, or a .zip package from export-model)")
     p.add_argument("--encoder-weights", choices=["none", "imagenet"], default=None)
     p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
-    p.add_argument("--strategy", choices=_strategy_names(), default=None,
+    p.add_argument("--strategy", choices=STRATEGIES, default=None,
                    help="how to distribute training: auto (default: all GPUs when there are several, the "
                    "TF_CONFIG cluster when set), default (one device), mirrored, multiworker")
     p.add_argument("--warmup-epochs", type=int, default=None,
                    help="linear learning-rate warm-up from lr/10 over this many epochs (project preset: 1)")
-    p.add_argument("--monitor", choices=_monitor_names(), default=None,
+    p.add_argument("--monitor", choices=MONITORS, default=None,
                    help="validation figure that picks the best epoch and drives early stopping "
                    "(project preset: val_mean_iou)")
-    p.add_argument("--precision", choices=_precision_names(), default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="training precision; auto = mixed_bfloat16 on CPUs with native bfloat16 and no GPU "
                    "(project preset: auto)")
     p.add_argument("--crops-per-epoch", type=_count_or_none, default=None, metavar="N|none",
@@ -86,12 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="label stack to write (original class values)")
     p.add_argument("--probabilities", type=Path, default=None, help="also write float32 class probabilities (Z,Y,X,K)")
     p.add_argument("--uncertainty", type=Path, default=None, help="also write a float32 per-pixel entropy map (Z,Y,X)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE,
+                   help=f"slices per model call (default {PREDICT_BATCH_SIZE})")
     p.add_argument("--tta", action="store_true", help="average predictions over flips (slower, a little better)")
     p.add_argument("--tile-size", type=int, default=None, metavar="N",
-                   help="predict slices larger than N x N pixels in overlapping tiles (multiple of 32; default "
-                   "1024, at least 288; 0 = whole slices)")
-    p.add_argument("--precision", choices=_predict_precision_names(), default="auto",
+                   help=f"predict slices larger than N x N pixels in overlapping tiles (multiple of 32; default "
+                   f"{DEFAULT_TILE_SIZE}, at least {min_tile_size()}; 0 = whole slices)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="arithmetic of the model: auto (default) = mixed_bfloat16 on CPUs with native bfloat16 "
                    "and no GPU (faster, nearly identical labels), else float32; float32 is exact everywhere")
     p.add_argument("--voxel-size", default=None, metavar="SIZE",
@@ -179,34 +188,10 @@ def _reading(args: argparse.Namespace) -> dict:
     return {"rgb_as_slices": args.rgb_as_slices}
 
 
-def _strategy_names() -> list[str]:
-    from .distribute import STRATEGIES
-
-    return list(STRATEGIES)
-
-
 def _preset_names() -> list[str]:
     from .config import PRESETS
 
     return sorted(PRESETS)
-
-
-def _monitor_names() -> list[str]:
-    from .config import MONITORS
-
-    return list(MONITORS)
-
-
-def _precision_names() -> list[str]:
-    from .config import PRECISIONS
-
-    return list(PRECISIONS)
-
-
-def _predict_precision_names() -> list[str]:
-    from .predict import PREDICT_PRECISIONS
-
-    return list(PREDICT_PRECISIONS)
 
 
 #: Value of ``--crops-per-epoch`` meaning None (one crop per training slice).
@@ -226,18 +211,10 @@ def _count_or_none(text: str) -> int | str:
 # ----------------------------------------------------------------------------- helpers
 
 
-def check_output(path: Path, overwrite: bool) -> None:
-    """Fail before any work if ``path`` cannot be written or would overwrite a file."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory; give a file path to write to")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: already exists; choose another path or pass --overwrite")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{path}: folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{path}: folder {parent} is not writable; choose a folder you can write to")
+def check_output(path: Path, overwrite: bool, **rules) -> Path:
+    """Fail before any work if ``path`` cannot take an output: the package's one target check
+    (:func:`napari_sandseg.targets.check_target`), naming ``--overwrite``."""
+    return check_target(path, overwrite, allow=OVERWRITE_CLI, **rules)
 
 
 def _train_config(args: argparse.Namespace):
@@ -415,9 +392,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _train_config(args)
     voxel_size = _voxel_size(args)  # a bad --voxel-size fails before the volumes are read
-    if Path(args.out).suffix != ".keras":
-        raise OutputError(f"{args.out}: a model file must end in .keras (its .json sidecar is written beside it)")
-    check_output(args.out, args.overwrite)
+    check_output(args.out, args.overwrite, suffixes=(MODEL_SUFFIX,))
     model_map = None
     if args.init_model is not None:
         from .model import read_info
@@ -473,10 +448,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.dask_scheduler is not None or args.workers is not None:
         return _predict_on_dask(args)
-    _check_predict_output(args.out, args.overwrite)
-    for extra in (args.probabilities, args.uncertainty):
-        if extra is not None:
-            check_output(extra, args.overwrite)
+    check_targets([args.out, args.probabilities, args.uncertainty], args.overwrite, inputs=[args.images],
+                  allow=OVERWRITE_CLI)
     bar = ProgressBar("predict")
     try:
         predict_file(
@@ -505,16 +478,6 @@ def _voxel_size(args: argparse.Namespace):
     return None if args.voxel_size is None else parse_voxel_size(args.voxel_size)
 
 
-def _check_predict_output(path: Path, overwrite: bool) -> None:
-    """:func:`check_output`, except that a ``.zarr`` output is a folder (replaced with --overwrite)."""
-    from .outputs import is_zarr_path
-
-    if not is_zarr_path(path) or not Path(path).is_dir():
-        check_output(path, overwrite)
-    elif not overwrite:
-        raise OutputError(f"{path}: already exists; choose another path or pass --overwrite")
-
-
 def _predict_on_dask(args: argparse.Namespace) -> int:
     """``predict --dask-scheduler ADDRESS`` / ``--workers N``: slabs across dask workers."""
     from ._progress import ProgressBar
@@ -530,7 +493,7 @@ def _predict_on_dask(args: argparse.Namespace) -> int:
     if args.rgb_as_slices:
         raise ConfigError("--rgb-as-slices is not supported by dask prediction yet; re-save the stack with "
                           "photometric='minisblack' or predict without --dask-scheduler/--workers")
-    _check_predict_output(args.out, args.overwrite)
+    check_output(args.out, args.overwrite, inputs=[args.images])
     bar = ProgressBar("predict")
     try:
         predict_cluster(

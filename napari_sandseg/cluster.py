@@ -27,8 +27,16 @@ from pathlib import Path
 import numpy as np
 from distributed import WorkerPlugin
 
-from .errors import Cancelled, ConfigError, OutputError
-from .predict import DEFAULT_TILE_HALO, DEFAULT_TILE_SIZE
+from .choices import (
+    AUTO,
+    DEFAULT_PRECISION,
+    DEFAULT_TILE_HALO,
+    DEFAULT_TILE_SIZE,
+    PRECISIONS,
+    PREDICT_BATCH_SIZE,
+    check_choice,
+)
+from .errors import Cancelled, ConfigError
 
 #: Name the model plugin is registered under on the workers.
 PLUGIN_NAME = "napari-sandseg-model"
@@ -72,7 +80,7 @@ class ModelPlugin(WorkerPlugin):
 
 def predict_slab(images_path: str, z0: int, z1: int, batch_size: int, tta: bool = False, *,
                  tile_size: int | None = DEFAULT_TILE_SIZE, tile_halo: int = DEFAULT_TILE_HALO,
-                 precision: str = "float32") -> np.ndarray:
+                 precision: str = DEFAULT_PRECISION) -> np.ndarray:
     """Class ids of slices ``z0:z1`` (runs on a worker; uses that worker's :class:`ModelPlugin`).
 
     A bfloat16 ``precision`` twin of the model is built on the worker's first slab and kept
@@ -100,10 +108,10 @@ def cluster_precision(client, precision: str) -> str:
     Each worker resolves ``"auto"`` for its own machine
     (:func:`napari_sandseg.predict.resolve_predict_precision`); workers that disagree (mixed
     CPUs, some with a GPU) all get float32, so the labels never depend on which worker took a slab.
+    ``precision`` is trusted: :func:`predict_cluster` checked it.
     """
-    from .predict import AUTO, check_precision, resolve_predict_precision
+    from .predict import resolve_predict_precision
 
-    check_precision(precision)
     if precision != AUTO:
         return precision
     chosen = set(client.run(resolve_predict_precision, AUTO).values())
@@ -146,7 +154,7 @@ def predict_cluster(
     client=None,
     scheduler: str | None = None,
     workers: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = PREDICT_BATCH_SIZE,
     batches_per_slab: int = 4,
     tta: bool = False,
     overwrite: bool = False,
@@ -154,7 +162,7 @@ def predict_cluster(
     progress: Callable[[int, int], None] | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_halo: int = DEFAULT_TILE_HALO,
-    precision: str = "float32",
+    precision: str = DEFAULT_PRECISION,
     voxel_size=None,
 ) -> Path:
     """Segment ``images_path`` into ``out_path`` across dask workers; labels equal the single-process ones.
@@ -200,19 +208,17 @@ def predict_cluster(
     from .lazy import open_volume
     from .model import check_compatible, load_model
     from .outputs import slab_writer
-    from .predict import check_precision, check_tiling, slab_size
+    from .predict import check_tiling, slab_size
+    from .targets import check_target
     from .units import read_voxel_size
 
     check_tiling(tile_size, tile_halo)
-    check_precision(precision)
+    check_choice("precision", precision, PRECISIONS)
     for name, value in (("batch_size", batch_size), ("batches_per_slab", batches_per_slab)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    model_path, images_path, out_path = Path(model_path).resolve(), Path(images_path).resolve(), Path(out_path)
-    if out_path.resolve() == images_path:
-        raise OutputError(f"{images_path}: the output path may not overwrite the input volume")
-    if out_path.exists() and not overwrite:
-        raise OutputError(f"{out_path} already exists; pass overwrite=True to replace it")
+    model_path, images_path = Path(model_path).resolve(), Path(images_path).resolve()
+    out_path = check_target(out_path, overwrite, inputs=[images_path])
     _, info = load_model(model_path)  # checks model + sidecar here, before the workers do
     volume = open_volume(images_path)
     check_compatible(info, volume)

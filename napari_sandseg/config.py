@@ -1,34 +1,40 @@
-"""The training configuration: one dataclass shared by the widget, the CLI and the sidecar."""
+"""The training configuration: one dataclass shared by the widget, the CLI and the sidecar.
+
+With :mod:`napari_sandseg.choices` (the lists of valid values and the defaults) this is the
+configuration layer: it imports nothing of the package above it, so everything can read it.
+"""
 
 from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Callable
+from typing import Any
 
-from .data import SIZE_MULTIPLE, split_advice, split_counts
-from .distribute import STRATEGIES
+from .choices import (
+    AUTO,
+    AUTO_CROP,
+    BF16_CPU_FLAGS,
+    DEFAULT_BACKBONE,
+    DEFAULT_PRECISION,
+    ENCODER_WEIGHTS,
+    LOSSES,
+    LR_SCHEDULES,
+    MONITORS,
+    PRECISIONS,
+    SIZE_MULTIPLE,
+    STRATEGIES,
+    SUPPORTED_BACKBONES,
+    auto_precision,
+    check_choice,
+    native_bf16,
+)
 from .errors import ConfigError
-from .losses import LOSSES
-from .model import MODEL_PRECISIONS, SUPPORTED_BACKBONES
 
-#: Learning-rate schedules: constant, cosine decay to 0 over all steps, halve on plateau.
-LR_SCHEDULES = ("constant", "cosine", "plateau")
-
-#: Validation figures that can pick the best epoch and drive early stopping.
-MONITORS = ("val_loss", "val_mean_iou")
-
-#: ``crop_size`` / ``precision`` value meaning "decide at training time" (see :meth:`TrainConfig.resolve_crop`).
-AUTO = "auto"
-
-#: Numeric precisions of training: a model's, or "auto" (bfloat16 where the CPU computes it natively).
-PRECISIONS = (*MODEL_PRECISIONS, AUTO)
-
-#: Crop size ``crop_size="auto"`` picks on slices larger than it in both dimensions.
-AUTO_CROP = 128
-
-#: CPU flags of native bfloat16 dot products (Intel/AMD AVX512_BF16, Intel AMX).
-BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# The lists and "auto" decisions live in choices; callers have long read these from here.
+__all__ = [
+    "AUTO", "AUTO_CROP", "BF16_CPU_FLAGS", "DEFAULT_PRESET", "LR_SCHEDULES", "MONITORS", "PRECISIONS", "PRESETS",
+    "TrainConfig", "auto_precision", "native_bf16", "split_advice", "split_counts",
+]
 
 #: Named recipes as overrides of the defaults. "classic" is the reference recipe; a
 #: benchmark-chosen recipe can be added here (and made the default) without touching callers.
@@ -56,7 +62,7 @@ class TrainConfig:
     Attributes
     ----------
     backbone : str
-        Unet encoder (see ``model.SUPPORTED_BACKBONES``).
+        Unet encoder (see :data:`napari_sandseg.choices.SUPPORTED_BACKBONES`).
     epochs : int
         Maximum number of epochs.
     batch_size : int
@@ -124,7 +130,7 @@ class TrainConfig:
         drawn per epoch; None = as many as cover the training slices once.
     """
 
-    backbone: str = "resnet34"
+    backbone: str = DEFAULT_BACKBONE
     epochs: int = 50
     batch_size: int = 16
     learning_rate: float = 1e-3
@@ -145,7 +151,7 @@ class TrainConfig:
     patches_per_epoch: int | None = None
     warmup_epochs: int = 0
     monitor: str = "val_loss"
-    precision: str = "float32"
+    precision: str = DEFAULT_PRECISION
     crops_per_epoch: int | None = None
 
     @classmethod
@@ -211,8 +217,7 @@ class TrainConfig:
         ConfigError
             Naming the setting, its value and the valid range.
         """
-        if self.backbone not in SUPPORTED_BACKBONES:
-            raise ConfigError(f"backbone={self.backbone!r} is not supported; choose one of {list(SUPPORTED_BACKBONES)}")
+        check_choice("backbone", self.backbone, SUPPORTED_BACKBONES)
         _check_int("epochs", self.epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
         _check_int("patience", self.patience, 0)
@@ -221,8 +226,7 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
         if self.optimizer != "adam":
             raise ConfigError(f"optimizer={self.optimizer!r} is not supported; use 'adam'")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"loss={self.loss!r} is not supported; choose one of {list(LOSSES)}")
+        check_choice("loss", self.loss, LOSSES)
         if not _is_number(self.val_fraction) or not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if not _is_number(self.test_fraction) or not 0 <= self.test_fraction < 1:
@@ -232,8 +236,7 @@ class TrainConfig:
                 f"val_fraction + test_fraction must be below 1 to leave slices for training, got "
                 f"{self.val_fraction} + {self.test_fraction}"
             )
-        if self.encoder_weights not in (None, "imagenet"):
-            raise ConfigError(f"encoder_weights must be None or 'imagenet', got {self.encoder_weights!r}")
+        check_choice("encoder_weights", self.encoder_weights, ENCODER_WEIGHTS)
         if self.crop_size is not None and self.crop_size != AUTO:
             if isinstance(self.crop_size, str):
                 raise ConfigError(f"crop_size must be an integer, 'auto' or None, got {self.crop_size!r}")
@@ -244,10 +247,8 @@ class TrainConfig:
                     f"crop_size must be a multiple of {SIZE_MULTIPLE} (the Unet halves the size 5 "
                     f"times), got {self.crop_size}; try {lower} or {lower + SIZE_MULTIPLE}"
                 )
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"lr_schedule={self.lr_schedule!r} is not supported; choose one of {list(LR_SCHEDULES)}")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"strategy={self.strategy!r} is not supported; choose one of {list(STRATEGIES)}")
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("strategy", self.strategy, STRATEGIES)
         if self.patches_per_epoch is not None:
             _check_int("patches_per_epoch", self.patches_per_epoch, 1)
         self._validate_recipe()
@@ -273,10 +274,8 @@ class TrainConfig:
                 f"warmup_epochs={self.warmup_epochs} cannot be combined with lr_schedule='plateau' (which sets "
                 "the learning rate itself); use lr_schedule 'constant' or 'cosine', or warmup_epochs=0"
             )
-        if self.monitor not in MONITORS:
-            raise ConfigError(f"monitor={self.monitor!r} is not supported; choose one of {list(MONITORS)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision={self.precision!r} is not supported; choose one of {list(PRECISIONS)}")
+        check_choice("monitor", self.monitor, MONITORS)
+        check_choice("precision", self.precision, PRECISIONS)
         if self.crops_per_epoch is not None:
             _check_int("crops_per_epoch", self.crops_per_epoch, 1)
             if self.crop_size is None:
@@ -318,36 +317,34 @@ class TrainConfig:
         return self.replace(precision=auto_precision(lambda: gpu))
 
 
-def auto_precision(gpu: Callable[[], bool]) -> str:
-    """What ``precision="auto"`` means on this machine, for training and prediction alike.
-
-    Parameters
-    ----------
-    gpu : callable
-        Says whether the work runs on a GPU; asked only on a CPU with native bfloat16
-        (:func:`native_bf16`), since answering may need TensorFlow.
-
-    Returns
-    -------
-    str
-        ``"mixed_bfloat16"`` on a native-bfloat16 CPU without a GPU, else ``"float32"``.
-    """
-    return "mixed_bfloat16" if native_bf16() and not gpu() else "float32"
+def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """Number of (train, val, test) slices for ``n`` slices; parts may be empty."""
+    n_test = int(round(n * test_fraction)) if test_fraction > 0 else 0
+    if test_fraction > 0 and n_test == 0 and n >= 3:
+        n_test = 1  # a requested test part is never silently dropped
+    n_val = max(1, int(round(n * val_fraction))) if n > 0 else 0
+    n_train = n - n_val - n_test
+    return n_train, n_val, n_test
 
 
-def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU computes bfloat16 dot products natively (AVX512_BF16 or AMX_BF16).
-
-    Reads the flags of ``cpuinfo`` (Linux); False where that file does not exist.
-    """
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return bool(BF16_CPU_FLAGS & set(line.split(":", 1)[-1].split()))
-    except FileNotFoundError:  # not Linux: no cheap way to ask, keep float32
-        return False
-    return False
+def split_advice(n: int, val_fraction: float, test_fraction: float) -> str:
+    """Message explaining why a split of ``n`` slices fails and what would work."""
+    n_train, n_val, n_test = split_counts(n, val_fraction, test_fraction)
+    msg = (
+        f"cannot split {n} annotated slice(s) with val_fraction={val_fraction} and "
+        f"test_fraction={test_fraction}: that leaves {n_train} for training, {n_val} for "
+        f"validation and {n_test} for testing; training and validation each need at least one"
+    )
+    if n >= 3:
+        msg += (
+            f". With {n} slices, val_fraction={1 / n:.2f} and test_fraction={1 / n:.2f} "
+            "(or test_fraction=0) would work"
+        )
+    elif n == 2:
+        msg += ". With 2 slices use val_fraction=0.5 and test_fraction=0"
+    else:
+        msg += ". Annotate at least 2 slices (one to train on, one to validate)"
+    return msg
 
 
 def _is_number(value: Any) -> bool:

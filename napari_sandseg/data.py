@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from .choices import SIZE_MULTIPLE
+from .config import split_advice, split_counts
 from .errors import ConfigError, InputError
-
-#: Unet encoders downsample 5 times; slice sizes must be multiples of this.
-SIZE_MULTIPLE = 32
 
 #: Value of an unannotated pixel in a target array.
 IGNORE = -1
@@ -88,16 +87,6 @@ class Normalization:
         return cls(float(data["low"]), float(data["high"]))
 
 
-def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
-    """Number of (train, val, test) slices for ``n`` slices; parts may be empty."""
-    n_test = int(round(n * test_fraction)) if test_fraction > 0 else 0
-    if test_fraction > 0 and n_test == 0 and n >= 3:
-        n_test = 1  # a requested test part is never silently dropped
-    n_val = max(1, int(round(n * val_fraction))) if n > 0 else 0
-    n_train = n - n_val - n_test
-    return n_train, n_val, n_test
-
-
 def split_indices(
     n: int, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -132,26 +121,6 @@ def split_indices(
     test = np.sort(perm[n_val : n_val + n_test])
     train = np.sort(perm[n_val + n_test :])
     return train, val, test
-
-
-def split_advice(n: int, val_fraction: float, test_fraction: float) -> str:
-    """Message explaining why a split of ``n`` slices fails and what would work."""
-    n_train, n_val, n_test = split_counts(n, val_fraction, test_fraction)
-    msg = (
-        f"cannot split {n} annotated slice(s) with val_fraction={val_fraction} and "
-        f"test_fraction={test_fraction}: that leaves {n_train} for training, {n_val} for "
-        f"validation and {n_test} for testing; training and validation each need at least one"
-    )
-    if n >= 3:
-        msg += (
-            f". With {n} slices, val_fraction={1 / n:.2f} and test_fraction={1 / n:.2f} "
-            "(or test_fraction=0) would work"
-        )
-    elif n == 2:
-        msg += ". With 2 slices use val_fraction=0.5 and test_fraction=0"
-    else:
-        msg += ". Annotate at least 2 slices (one to train on, one to validate)"
-    return msg
 
 
 def sparse_targets(layer_labels: np.ndarray) -> np.ndarray:

@@ -24,10 +24,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .choices import STRATEGIES, check_choice
 from .errors import ConfigError
-
-#: Names accepted by :func:`select_strategy` (``TrainConfig.strategy``, ``--strategy``).
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
 
 def tf_config() -> dict[str, Any] | None:
@@ -92,8 +90,7 @@ def resolve(name: str) -> str:
     ConfigError
         For an unknown name, or ``"multiworker"`` without a ``TF_CONFIG``.
     """
-    if name not in STRATEGIES:
-        raise ConfigError(f"strategy={name!r} is not supported; choose one of {list(STRATEGIES)}")
+    check_choice("strategy", name, STRATEGIES)
     config = tf_config()
     if name == "multiworker" and cluster_size(config) < 1:
         raise ConfigError(

@@ -15,19 +15,21 @@ import errno
 import functools
 import logging
 import lzma
+import math
 import os
 import re
 import secrets
 import struct
 import zlib
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Any, Iterator, Union
 
 import numpy as np
 import tifffile
 
 from .classmap import MAX_CLASSES, ClassMap, check_integer_valued
 from .errors import ConfigError, InputError, OutputError, SandsegError
+from .targets import check_target, not_writable
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -37,9 +39,11 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 #: Compression names :func:`write_volume` accepts (zlib needs no extra codec package).
 COMPRESSIONS = (None, "zlib")
 
-#: Classic TIFF stores 32-bit offsets; above this size we switch to BigTIFF. We switch at 2 GiB
-#: rather than 4 GiB because some readers treat the offsets as signed.
-BIGTIFF_THRESHOLD = 2**31 - 2**25
+#: Image data above this many bytes is written as BigTIFF. Classic TIFF stores every offset as
+#: an unsigned 32-bit integer (TIFF 6.0), so a classic file ends at 4 GiB; the 32 MiB margin
+#: leaves room for the page headers and tags written after the pixels. The same rule tifffile
+#: applies on its own, and BigTIFF below it would only shut out old readers for nothing.
+BIGTIFF_THRESHOLD = 2**32 - 2**25
 
 # The first bytes of the formats people most often hand us by mistake, to say what the file is.
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -585,8 +589,7 @@ def atomic_write(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
         not writable, or writing fails (disk full, ...). The temp file is removed and any
         previous file at ``path`` is left untouched.
     """
-    target = Path(path)
-    _check_target(target, overwrite)
+    target = check_target(path, overwrite, store=False)
     tmp = _create_temp(target)
     try:
         yield tmp
@@ -657,7 +660,7 @@ def write_volume(
             array,
             photometric="minisblack",  # never let a (Z, Y, 3) stack be taken for RGB
             compression=compression,
-            bigtiff=array.nbytes >= BIGTIFF_THRESHOLD,
+            bigtiff=needs_bigtiff(array.nbytes),
             **tags,
         )
     return Path(path)
@@ -702,6 +705,9 @@ def write_labels(
 
 _SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 
+#: Errors of a file system that refuses this user (or anyone) a file.
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
 
 def write_failure(exc: OSError) -> str:
     """Say in words why a write failed, and what to do: disk full and size limits by name."""
@@ -719,31 +725,67 @@ def write_failure(exc: OSError) -> str:
             f"the disk is full or a file-size limit was reached ({exc} bytes); "
             "free some space or write to another disk"
         )
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if exc.errno in _REFUSED:
         return f"not allowed to write here ({exc.strerror or exc}); choose a writable folder"
     return f"could not write the file ({exc.strerror or exc})"
 
 
-def _check_target(target: Path, overwrite: bool) -> None:
-    """Refuse destinations that cannot or must not be written, before any work is done."""
-    if target.is_dir():
-        raise OutputError(f"{target}: is a directory; give a file name such as {target / 'labels.tif'}")
-    if target.exists() and not overwrite:
-        raise OutputError(f"{target}: already exists; choose another name or allow overwriting (overwrite=True)")
-    if not target.parent.is_dir():
-        raise OutputError(f"{target}: the folder {target.parent} does not exist; create it first")
+def needs_bigtiff(nbytes: int) -> bool:
+    """Whether ``nbytes`` of image data must go into a BigTIFF (:data:`BIGTIFF_THRESHOLD`)."""
+    return nbytes > BIGTIFF_THRESHOLD
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as strict JSON types: numpy scalars and arrays to Python, NaN/Inf to None.
+
+    Dict keys become strings and tuples lists; the one sanitiser of every JSON the package
+    writes (model sidecars, metric reports, package metadata).
+    """
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def remove_stale_temps(target: Path) -> None:
+    """Delete temp files of ``target`` that killed writers left behind (their process is gone).
+
+    Temp names carry the writer's process id (:func:`_create_temp`); a temp whose process still
+    exists, or cannot be asked about, is left alone.
+    """
+    name = re.compile(rf"\.{re.escape(target.stem)}\.(\d+)\.[0-9a-f]+\.tmp{re.escape(target.suffix)}")
+    for tmp in target.parent.iterdir():
+        match = name.fullmatch(tmp.name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # exists but not ours, or no permission to ask: leave it alone
+            pass
 
 
 def _create_temp(target: Path) -> Path:
-    """Create an empty, uniquely named temp file beside ``target``."""
+    """Create an empty, uniquely named temp file beside ``target`` (named after this process)."""
     for _ in range(16):
-        tmp = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.tmp{target.suffix}")
+        tmp = target.with_name(f".{target.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{target.suffix}")
         try:
             # O_EXCL: never clobber another writer's temp; 0o666 lets the umask decide the mode.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
         except OSError as exc:
+            if exc.errno in _REFUSED:
+                raise OutputError(not_writable(target, exc.strerror or str(exc))) from exc
             raise OutputError(f"{target}: cannot write in {target.parent}: {write_failure(exc)}") from exc
         os.close(fd)
         return tmp

@@ -20,20 +20,18 @@ from typing import Any, Union
 import numpy as np
 
 from .errors import InputError
+from .targets import is_zarr_path, is_zarr_store
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Files at least this big open lazily in napari (smaller ones are simply read: faster to use).
 LAZY_BYTES = 1 << 30
 
-#: Markers of a zarr store (v3, v2 array, v2 group).
-_ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
-
 
 def is_zarr(path: PathLike) -> bool:
     """Whether ``path`` is a zarr store (a folder named ``*.zarr`` or holding zarr metadata)."""
     p = Path(path)
-    return p.is_dir() and (p.suffix.lower() == ".zarr" or any((p / m).is_file() for m in _ZARR_MARKERS))
+    return p.is_dir() and (is_zarr_path(p) or is_zarr_store(p))
 
 
 def nbytes_on_disk(path: PathLike) -> int:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-#: Names accepted by :func:`get_loss` (``TrainConfig.loss``).
-LOSSES = ("ce", "ce_dice")
+from .choices import LOSSES, check_choice
 
 _EPS = 1e-7
 
@@ -76,10 +75,6 @@ def masked_accuracy(y_true, y_pred):
 
 
 def get_loss(name: str) -> Callable:
-    """Loss function for ``TrainConfig.loss`` (``"ce"`` or ``"ce_dice"``)."""
-    from .errors import ConfigError
-
+    """Loss function for ``TrainConfig.loss`` (one of :data:`napari_sandseg.choices.LOSSES`)."""
     table = {"ce": masked_crossentropy, "ce_dice": masked_ce_dice}
-    if name not in table:
-        raise ConfigError(f"loss={name!r} is not supported; choose one of {list(LOSSES)}")
-    return table[name]
+    return table[check_choice("loss", name, LOSSES)]

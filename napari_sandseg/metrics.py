@@ -19,6 +19,7 @@ import numpy as np
 
 from .classmap import default_names
 from .errors import InputError
+from .io import jsonable
 
 #: Voxels counted per bincount call; bounds the int64 temporaries to ~100 MB.
 CHUNK_VOXELS = 1 << 22
@@ -254,7 +255,7 @@ def to_json_dict(report: dict[str, Any]) -> dict[str, Any]:
     dict
         Same structure with only plain Python types.
     """
-    return {str(key): _jsonable(value) for key, value in report.items()}
+    return jsonable(report)
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -365,20 +366,6 @@ def _fractions(counts: np.ndarray, total: int) -> np.ndarray:
     if total == 0:
         return np.full(counts.shape, np.nan)
     return counts / float(total)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return to_json_dict(value)
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()] if value.ndim else _jsonable(value.item())
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _is_missing(value: Any) -> bool:

@@ -19,31 +19,23 @@ from typing import Any
 
 import numpy as np
 
+from .choices import (
+    DEFAULT_BACKBONE,
+    DEFAULT_PRECISION,
+    ENCODER_WEIGHTS,
+    MODEL_PRECISIONS,
+    SUPPORTED_BACKBONES,
+    check_choice,
+)
 from .classmap import ClassMap
 from .data import Normalization
-from .errors import ConfigError, InputError, ModelError, OutputError, SandsegWarning
+from .errors import ConfigError, InputError, ModelError, SandsegWarning
 from .fused_bn import count_fused, custom_objects, fused_config, fused_copy, plain_config
-
-#: Encoders that build, train, save and reload in Keras safe mode with segmentation-models
-#: 1.0.1 on Keras 3 (checked one by one; the se-resnets/resnexts use Lambda layers and the
-#: densenets use layer names Keras 3 refuses, so they are left out).
-SUPPORTED_BACKBONES = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "efficientnetb0",
-    "efficientnetb1",
-    "efficientnetb2",
-    "efficientnetb3",
-    "mobilenetv2",
-)
+from .io import atomic_write, jsonable, remove_stale_temps
+from .targets import MODEL_SUFFIX, check_target
 
 #: Version of the sidecar layout; bump when a field changes meaning.
 SIDECAR_FORMAT = 1
-
-#: Numeric precisions a model can be built or copied in (Keras dtype policy names).
-MODEL_PRECISIONS = ("float32", "mixed_bfloat16")
 
 #: Name of the layer that casts a mixed-precision model's softmax back to float32.
 OUTPUT_CAST = "float32_output"
@@ -85,7 +77,7 @@ class ModelInfo:
     history: dict[str, list[float]] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=dict)
-    backbone: str = "resnet34"
+    backbone: str = DEFAULT_BACKBONE
     n_classes: int = 4
     created: str = ""
     notes: list[str] = field(default_factory=list)
@@ -162,14 +154,8 @@ def versions() -> dict[str, str]:
 # building
 
 
-def check_backbone(backbone: str) -> None:
-    """Raise :class:`ConfigError` unless ``backbone`` is in :data:`SUPPORTED_BACKBONES`."""
-    if backbone not in SUPPORTED_BACKBONES:
-        raise ConfigError(f"backbone={backbone!r} is not supported; choose one of {list(SUPPORTED_BACKBONES)}")
-
-
-def build_model(backbone: str = "resnet34", n_classes: int = 4, encoder_weights: str | None = None,
-                precision: str = "float32", fused: bool = True):
+def build_model(backbone: str = DEFAULT_BACKBONE, n_classes: int = 4, encoder_weights: str | None = None,
+                precision: str = DEFAULT_PRECISION, fused: bool = True):
     """Build a Unet for single-channel slices of any size (multiples of 32).
 
     Parameters
@@ -202,12 +188,11 @@ def build_model(backbone: str = "resnet34", n_classes: int = 4, encoder_weights:
     ModelError
         Pretrained weights requested but not available.
     """
-    check_backbone(backbone)
+    check_choice("backbone", backbone, SUPPORTED_BACKBONES)
     if not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
         raise ConfigError(f"n_classes must be an integer >= 2, got {n_classes!r}")
-    if encoder_weights not in (None, "imagenet"):
-        raise ConfigError(f"encoder_weights must be None or 'imagenet', got {encoder_weights!r}")
-    _check_precision(precision)
+    check_choice("encoder_weights", encoder_weights, ENCODER_WEIGHTS)
+    check_choice("precision", precision, MODEL_PRECISIONS)
     from ._tf import keras as _keras_module
     from ._tf import sm
 
@@ -226,11 +211,6 @@ def build_model(backbone: str = "resnet34", n_classes: int = 4, encoder_weights:
         keras.mixed_precision.set_global_policy(previous)  # the policy must not leak to later models
     model = model if precision == "float32" else _cast_output(model)
     return fused_copy(model) if fused else model
-
-
-def _check_precision(precision: str) -> None:
-    if precision not in MODEL_PRECISIONS:
-        raise ConfigError(f"precision must be one of {list(MODEL_PRECISIONS)}, got {precision!r}")
 
 
 def _cast_output(model):
@@ -269,7 +249,7 @@ def to_precision(model, precision: str, fused: bool | None = None):
     fused : bool, optional
         Batch norms fused (True) or standard Keras layers (False); None keeps the model's.
     """
-    _check_precision(precision)
+    check_choice("precision", precision, MODEL_PRECISIONS)
     config = _with_policy(model.get_config(), precision)
     if fused is not None:
         config = fused_config(config) if fused else plain_config(config)
@@ -383,15 +363,7 @@ def save_model(model, path: str | os.PathLike, info: ModelInfo, overwrite: bool 
     Path
         The ``.keras`` path.
     """
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise OutputError(f"{path}: a model file must end in .keras")
-    if path.is_dir():
-        raise OutputError(f"{path} is a directory; give a file name ending in .keras")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; pass overwrite=True to replace it")
-    if not path.parent.is_dir():
-        raise OutputError(f"{path.parent} does not exist; create the folder first")
+    path = check_target(path, overwrite, suffixes=(MODEL_SUFFIX,))
     if (getattr(model, "optimizer", None) is not None or model_precision(model) != "float32"
             or count_fused(model)):
         # No optimizer state; float32 (see plain_copy); standard Keras batch norms, so the file
@@ -405,29 +377,17 @@ def save_model(model, path: str | os.PathLike, info: ModelInfo, overwrite: bool 
     if not info.created:
         info.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-    _remove_stale_temps(path)
-    tag = f"{os.getpid()}.{id(model):x}"
-    tmp_model = path.with_name(f".{path.stem}.{tag}.tmp.keras")
-    tmp_side = path.with_name(f".{path.stem}.{tag}.tmp.json")
-    try:
-        model.save(tmp_model)
-        _fsync(tmp_model)
-        sidecar = info.to_dict()
-        sidecar["model_sha256"] = _sha256(tmp_model)
-        with open(tmp_side, "w", encoding="utf-8") as fh:
-            json.dump(_json_safe(sidecar), fh, indent=1, allow_nan=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_model, path)
-        os.replace(tmp_side, sidecar_path(path))
-    except OSError as exc:  # permission, disk full, file-size limit: the previous pair is kept
-        from .io import write_failure
-
-        raise OutputError(f"{path}: {write_failure(exc)}; the previous model file, if any, is unchanged") from exc
-    finally:
-        for tmp in (tmp_model, tmp_side):
-            if tmp.exists():
-                tmp.unlink()
+    side = sidecar_path(path)
+    for target in (path, side):
+        remove_stale_temps(target)
+    # Nested so that the model is renamed into place first, then its sidecar (which records
+    # the new model's checksum): an interruption between the two is detected on load.
+    with atomic_write(side, overwrite=True) as tmp_side:
+        with atomic_write(path, overwrite=overwrite) as tmp_model:
+            model.save(tmp_model)
+            sidecar = info.to_dict()
+            sidecar["model_sha256"] = _sha256(tmp_model)
+            tmp_side.write_text(json.dumps(jsonable(sidecar), indent=1, allow_nan=False), encoding="utf-8")
     return path
 
 
@@ -626,48 +586,9 @@ def check_compatible(info: ModelInfo, volume: np.ndarray | None = None, class_ma
 # helpers
 
 
-def _remove_stale_temps(path: Path) -> None:
-    """Delete temp files a killed earlier save of ``path`` left behind (their process is gone)."""
-    for tmp in path.parent.glob(f".{path.stem}.*.tmp.*"):
-        try:
-            pid = int(tmp.name[len(path.stem) + 2 :].split(".")[0])
-        except ValueError:
-            continue
-        if pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except OSError:  # exists but not ours, or no permission to ask: leave it alone
-            pass
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    """Flush a finished file to disk before it is renamed into place (survives power loss)."""
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN/Inf -> None and numpy scalars/arrays -> Python, so the sidecar is strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if np.isfinite(f) else None
-    return obj

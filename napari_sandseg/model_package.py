@@ -28,9 +28,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .data import SIZE_MULTIPLE
+from .choices import DEFAULT_TILE_HALO, SIZE_MULTIPLE
 from .errors import ConfigError, ModelError
-from .predict import DEFAULT_TILE_HALO
 from .units import VoxelSize
 
 #: File name suffix of a model package.
@@ -352,7 +351,7 @@ def _describe(info, raw: np.ndarray, meta: PackageMetadata, staging: Path, model
 
     from ._tf import keras as _keras_module
     from ._tf import tf
-    from .model import _json_safe
+    from .io import jsonable
 
     probs = _probabilities(model, info, raw)
     x = raw[None, :, :, None].astype(np.float32)
@@ -420,7 +419,7 @@ def _describe(info, raw: np.ndarray, meta: PackageMetadata, staging: Path, model
         **{CONFIG_KEY: {
             "weights": WEIGHTS_NAME, "sidecar": SIDECAR_NAME, "class_values": list(cmap.values),
             "class_names": list(cmap.names), "normalization": norm.to_dict(), "tile_halo": PACKAGE_HALO,
-            "training_config": _json_safe(info.config),  # plain types: the YAML writer refuses numpy and NaN
+            "training_config": jsonable(info.config),  # plain types: the YAML writer refuses numpy and NaN
         }},
     )
     fields: dict[str, Any] = dict(

@@ -19,14 +19,21 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .config import AUTO, PRECISIONS, auto_precision
+from .choices import (
+    AUTO,
+    DEFAULT_PRECISION,
+    DEFAULT_TILE_HALO,
+    DEFAULT_TILE_SIZE,
+    PRECISIONS,
+    PREDICT_BATCH_SIZE,
+    SIZE_MULTIPLE,
+    auto_precision,
+    check_choice,
+)
 from .data import pad_slices, padded_size
-from .errors import Cancelled, ConfigError, InputError, OutputError
+from .errors import Cancelled, ConfigError, InputError
 
 Progress = Callable[[int, int], None]
-
-#: TIFF files above this size must be BigTIFF (classic TIFF offsets are 32-bit).
-_BIGTIFF_BYTES = 2**32 - 2**25
 
 
 @dataclass
@@ -92,15 +99,8 @@ def predict_function(model, tta: bool = False):
     return fn
 
 
-#: Numeric precisions of prediction: those of training (``"auto"``: see
-#: :func:`resolve_predict_precision`).
+# The Segment widget still imports the list under this name; it is choices.PRECISIONS.
 PREDICT_PRECISIONS = PRECISIONS
-
-
-def check_precision(precision: str) -> None:
-    """Raise :class:`ConfigError` unless ``precision`` is one of :data:`PREDICT_PRECISIONS`."""
-    if precision not in PREDICT_PRECISIONS:
-        raise ConfigError(f"precision must be one of {list(PREDICT_PRECISIONS)}, got {precision!r}")
 
 
 def resolve_predict_precision(precision: str = AUTO, gpu: bool | None = None) -> str:
@@ -110,7 +110,7 @@ def resolve_predict_precision(precision: str = AUTO, gpu: bool | None = None) ->
     ----------
     precision : {"float32", "mixed_bfloat16", "auto"}
         ``"auto"`` becomes ``"mixed_bfloat16"`` on a CPU with native bfloat16
-        (:func:`napari_sandseg.config.native_bf16`) when TensorFlow sees no GPU, else
+        (:func:`napari_sandseg.choices.native_bf16`) when TensorFlow sees no GPU, else
         ``"float32"``; the others are returned as they are.
     gpu : bool, optional
         Whether prediction runs on a GPU; None asks TensorFlow (only when it matters).
@@ -119,8 +119,14 @@ def resolve_predict_precision(precision: str = AUTO, gpu: bool | None = None) ->
     -------
     str
         ``"float32"`` or ``"mixed_bfloat16"``.
+
+    Raises
+    ------
+    ConfigError
+        For a precision not in :data:`napari_sandseg.choices.PRECISIONS` (the one check of a
+        prediction's precision: every prediction path resolves it here).
     """
-    check_precision(precision)
+    check_choice("precision", precision, PRECISIONS)
     if precision != AUTO:
         return precision
     from ._tf import has_gpu
@@ -204,25 +210,9 @@ def slab_size(batch_size: int, height: int, width: int) -> int:
     return max(1, min(batch_size, MAX_PIXELS_PER_CALL // pixels))
 
 
-#: Largest tile side (pixels, a multiple of 32) sent to the model: 1024 x 1024 is
-#: :data:`MAX_PIXELS_PER_CALL`, so a tile costs what one capped model call costs (about 0.5 GB
-#: of activations for a resnet34 Unet) however big the slice.
-DEFAULT_TILE_SIZE = 1024
-
-#: Pixels discarded at each inner tile border. Measured (``python benchmarks/memory.py --tiles``,
-#: ``benchmarks/results/tiles.json``; 1024 x 1024 slices, 512-pixel tiles): abutting tiles of the
-#: trained resnet34 Unet of ``benchmarks/accuracy.py`` on real sandstone change 2.4 % of the
-#: labels within 8 px of a tile edge, 0.05 % at 32-64 px, 0.006 % at 96-128 px and none beyond
-#: 128 px (probabilities within 5e-3, and 2e-6 beyond 192 px). With a 128 px halo the tiled
-#: labels differ from the whole-slice ones on 6e-6 of the pixels (8e-6 with 192 px), with 96 px
-#: on 2e-5, with 64 px on 7e-5. An untrained resnet34 reaches further (flips up to 384 px) but
-#: random weights are no guide; the tiny test model needs 4 px. 128 px costs 1.56x the
-#: whole-slice arithmetic on a 4096 x 4096 slice (25 tiles of 1024), against 1.47x for 96 px.
-DEFAULT_TILE_HALO = 128
-
 #: Tiles and slices are aligned to this: the Unet downsamples 5 times, so only shifts by a
 #: multiple of 32 leave its pooling grid, and hence its output, unchanged.
-_ALIGN = 32
+_ALIGN = SIZE_MULTIPLE
 
 
 @dataclass(frozen=True)
@@ -344,7 +334,7 @@ def iter_predict(
     volume: np.ndarray,
     info,
     *,
-    batch_size: int = 8,
+    batch_size: int = PREDICT_BATCH_SIZE,
     probabilities: bool = False,
     uncertainty: bool = False,
     tta: bool = False,
@@ -352,7 +342,7 @@ def iter_predict(
     progress: Progress | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_halo: int = DEFAULT_TILE_HALO,
-    precision: str = "float32",
+    precision: str = DEFAULT_PRECISION,
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray | None, np.ndarray | None]]:
     """Predict slab by slab, for streaming writers.
 
@@ -431,7 +421,7 @@ def predict_volume(
     volume: np.ndarray,
     info,
     *,
-    batch_size: int = 8,
+    batch_size: int = PREDICT_BATCH_SIZE,
     probabilities: bool = False,
     uncertainty: bool = False,
     tta: bool = False,
@@ -439,7 +429,7 @@ def predict_volume(
     progress: Progress | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_halo: int = DEFAULT_TILE_HALO,
-    precision: str = "float32",
+    precision: str = DEFAULT_PRECISION,
 ) -> PredictResult:
     """Segment a whole volume in memory.
 
@@ -478,7 +468,7 @@ def predict_file(
     images_path: str | os.PathLike,
     out_path: str | os.PathLike,
     probabilities_path: str | os.PathLike | None = None,
-    batch_size: int = 8,
+    batch_size: int = PREDICT_BATCH_SIZE,
     overwrite: bool = False,
     progress: Progress | None = None,
     *,
@@ -487,7 +477,7 @@ def predict_file(
     cancel: threading.Event | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_halo: int = DEFAULT_TILE_HALO,
-    precision: str = "float32",
+    precision: str = DEFAULT_PRECISION,
     rgb_as_slices: bool = False,
     voxel_size=None,
 ) -> Path:
@@ -543,20 +533,13 @@ def predict_file(
     from .lazy import is_zarr, open_volume
     from .model import check_compatible, load_model
     from .outputs import slab_writer
+    from .targets import check_targets
     from .units import read_voxel_size
 
     check_tiling(tile_size, tile_halo)
-    check_precision(precision)
     outputs = {"out_path": out_path, "probabilities_path": probabilities_path, "uncertainty_path": uncertainty_path}
     targets = {k: Path(v) for k, v in outputs.items() if v is not None}
-    resolved = [p.resolve() for p in targets.values()]
-    if len(set(resolved)) != len(resolved):
-        raise OutputError(f"output paths must differ, got {[str(p) for p in targets.values()]}")
-    if Path(images_path).resolve() in resolved:
-        raise OutputError(f"{images_path}: an output path may not overwrite the input volume")
-    for p in targets.values():  # fail before the slow part
-        if p.exists() and not overwrite:
-            raise OutputError(f"{p} already exists; pass overwrite=True to replace it")
+    check_targets(targets.values(), overwrite, inputs=[images_path])  # fail before the slow part
 
     # A bad image file fails before the slow model load. Files are read through tifffile's
     # zarr store, not a memory map: touched map pages would count as resident memory.

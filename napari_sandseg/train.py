@@ -18,7 +18,8 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from .classmap import ClassMap
-from .config import AUTO, PRESETS, TrainConfig
+from .choices import AUTO, PREDICT_BATCH_SIZE
+from .config import PRESETS, TrainConfig
 from .data import (
     IGNORE,
     Normalization,
@@ -27,8 +28,9 @@ from .data import (
     sparse_targets,
     split_indices,
 )
-from .errors import InputError, ModelError, OutputError
+from .errors import InputError, ModelError
 from .events import TrainEvent, TrainResult
+from .targets import MODEL_SUFFIX, check_target
 
 __all__ = ["PRESETS", "TrainConfig", "TrainEvent", "TrainResult", "prepare_targets", "run_training", "train"]
 
@@ -145,11 +147,9 @@ def train(
         raise InputError(f"images must be (Z, Y, X), got shape {images.shape}")
     if np.shape(targets) != images.shape:
         raise InputError(f"targets shape {np.shape(targets)} differs from images shape {images.shape}")
-    if out_path.suffix != ".keras":
-        raise OutputError(f"out_path {out_path} must end in .keras")
-    if out_path.is_dir() or not out_path.parent.is_dir() or not os.access(out_path.parent, os.W_OK):
-        # found now rather than when the first checkpoint is written, an epoch later
-        raise OutputError(f"cannot write the model to {out_path}: its folder is missing or not writable, or it is a folder")
+    # Found now rather than when the first checkpoint is written, an epoch later. Checkpoints
+    # replace each other, so an existing file is no obstacle here (the CLI and widgets ask first).
+    check_target(out_path, overwrite=True, suffixes=(MODEL_SUFFIX,))
     k = class_map.n_classes
     notes: list[str] = []
     resolved = config.resolve_crop(images.shape[1:])
@@ -379,7 +379,8 @@ def run_training(
             return stop.value
 
 
-def evaluate_slices(model, images: np.ndarray, targets: np.ndarray, info, batch_size: int = 8) -> dict[str, Any]:
+def evaluate_slices(model, images: np.ndarray, targets: np.ndarray, info,
+                    batch_size: int = PREDICT_BATCH_SIZE) -> dict[str, Any]:
     """Metrics report of ``model`` on slices, counting annotated (``>= 0``) pixels only.
 
     Returns the JSON-safe :func:`napari_sandseg.metrics.evaluate` report.

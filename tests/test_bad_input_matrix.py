@@ -282,11 +282,11 @@ REFUSED = [
     Case("output exists (predict)", lambda c: c.predict(c.images(), "old.tif") if c.raw("old.tif", b"old") else [],
          "old.tif", "already exists"),
     Case("output is a directory", lambda c: c.train(c.images(), c.masks(), out="dir.keras")
-         if (c.tmp / "dir.keras").mkdir() is None else [], "dir.keras", "is a directory"),
+         if (c.tmp / "dir.keras").mkdir() is None else [], "dir.keras", "is a folder"),
     Case("output folder missing", lambda c: c.predict(c.images(), "no/such/p.tif"), "no/such", "does not exist"),
     Case("output folder not writable", _locked_out, "report.json", "not writable"),
     Case("output would overwrite the input", lambda c: c.predict(c.images(), "images.tif", "--overwrite"),
-         "images.tif", "overwrite the input"),
+         "images.tif", "is also an input"),
     Case("model output without .keras", lambda c: c.train(c.images(), c.masks(), out="model.h5"), "model.h5",
          r"must end in \.keras"),
     # --- settings

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-import napari_sandseg.config as config_module
+import napari_sandseg.choices as choices_module
 from napari_sandseg.config import AUTO_CROP, PRESETS, TrainConfig, native_bf16
 from napari_sandseg.errors import ConfigError
 
@@ -100,7 +100,7 @@ def test_a_crop_size_the_user_set_is_never_changed():
     [(True, False, "mixed_bfloat16"), (True, True, "float32"), (False, False, "float32"), (False, True, "float32")],
 )
 def test_auto_precision_is_bfloat16_only_on_a_native_bf16_cpu_without_gpu(monkeypatch, bf16, gpu, expected):
-    monkeypatch.setattr(config_module, "native_bf16", lambda: bf16)
+    monkeypatch.setattr(choices_module, "native_bf16", lambda: bf16)
     assert TrainConfig.default().resolve_precision(gpu).precision == expected
     for chosen in ("float32", "mixed_bfloat16"):  # an explicit choice is kept
         assert TrainConfig.default(precision=chosen).resolve_precision(gpu).precision == chosen

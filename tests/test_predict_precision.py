@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import napari_sandseg.config as config_module
+import napari_sandseg.choices as choices_module
 import napari_sandseg.model as model_module
 from napari_sandseg.classmap import ClassMap
 from napari_sandseg.data import Normalization
@@ -57,16 +57,16 @@ def trained(tiny_sandstone):
     (True, False, "mixed_bfloat16"), (True, True, "float32"), (False, False, "float32"), (False, True, "float32"),
 ])
 def test_auto_is_bfloat16_only_on_a_native_bf16_cpu_without_gpu(monkeypatch, bf16, gpu, expected):
-    monkeypatch.setattr(config_module, "native_bf16", lambda: bf16)
+    monkeypatch.setattr(choices_module, "native_bf16", lambda: bf16)
     assert resolve_predict_precision("auto", gpu=gpu) == expected
     for chosen in ("float32", "mixed_bfloat16"):  # explicit choices are kept whatever the machine
         assert resolve_predict_precision(chosen, gpu=gpu) == chosen
 
 
 def test_auto_asks_tensorflow_for_a_gpu_only_on_a_bf16_cpu(monkeypatch):
-    monkeypatch.setattr(config_module, "native_bf16", lambda: False)
+    monkeypatch.setattr(choices_module, "native_bf16", lambda: False)
     assert resolve_predict_precision() == "float32"
-    monkeypatch.setattr(config_module, "native_bf16", lambda: True)
+    monkeypatch.setattr(choices_module, "native_bf16", lambda: True)
     from napari_sandseg._tf import tf
 
     has_gpu = bool(tf().config.list_physical_devices("GPU"))
@@ -74,7 +74,7 @@ def test_auto_asks_tensorflow_for_a_gpu_only_on_a_bf16_cpu(monkeypatch):
 
 
 def test_a_bad_precision_is_refused():
-    with pytest.raises(ConfigError, match=r"precision must be one of \['float32', 'mixed_bfloat16', 'auto'\]"):
+    with pytest.raises(ConfigError, match=r"precision='float16' is not supported; choose one of \['float32', 'mixed_bfloat16', 'auto'\]"):
         resolve_predict_precision("float16")
 
 

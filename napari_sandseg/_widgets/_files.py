@@ -15,11 +15,7 @@ import numpy as np
 
 from ..classmap import ClassMap, value_dtype
 from ..io import write_labels, write_volume
-
-#: Suffixes a streamed segmentation may be written to (TIFF stack or zarr store).
-OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
-#: Files whose presence makes a folder a zarr store (v3, v2 array, v2 group).
-_ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
+from ..targets import OVERWRITE_WIDGET, SEGMENTATION_SUFFIXES, target_problem
 
 
 @dataclass
@@ -170,6 +166,9 @@ def extra_output(out: Path, what: str) -> Path:
 def output_problem(path: Path, overwrite: bool, source: Path | None = None) -> str | None:
     """Why ``path`` cannot take a streamed segmentation (a message for the user), or None.
 
+    The package's one output check (:func:`napari_sandseg.targets.target_problem`), with the
+    endings a segmentation may have and the widget's overwrite box named in the message.
+
     Parameters
     ----------
     path : Path
@@ -179,24 +178,7 @@ def output_problem(path: Path, overwrite: bool, source: Path | None = None) -> s
     source : Path, optional
         The image file being segmented, which must never be replaced.
     """
-    if path.suffix.lower() not in OUTPUT_SUFFIXES:
-        return f"{path}: give a file name ending in .tif, .tiff or .zarr"
-    if source is not None and path.resolve() == source.resolve():
-        return f"{path}: is the image being segmented; choose another output name"
-    zarr = path.suffix.lower() == ".zarr"
-    if path.exists():
-        if path.is_dir() and not zarr:
-            return f"{path}: is a folder; give a file name such as {path / 'labels.tif'}"
-        if zarr and path.is_dir() and not any((path / m).is_file() for m in _ZARR_MARKERS):
-            # Replacing deletes the folder: never do that to a folder that is not a zarr store.
-            return f"{path}: is a folder but not a zarr store; choose another name"
-        if not overwrite:
-            return f"{path}: already exists; tick 'overwrite existing files' or choose another name"
-    if not path.parent.is_dir():
-        return f"{path}: the folder {path.parent} does not exist; create it first"
-    if not os.access(path.parent, os.W_OK):
-        return f"{path}: the folder {path.parent} is not writable; choose a folder you can write to"
-    return None
+    return target_problem(path, overwrite, suffixes=SEGMENTATION_SUFFIXES, inputs=[source], allow=OVERWRITE_WIDGET)
 
 
 def human_size(nbytes: int) -> str:

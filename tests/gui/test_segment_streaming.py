@@ -247,7 +247,7 @@ def test_an_existing_output_is_kept_without_consent(make_napari_viewer, qtbot, t
     seg.out_edit.setText(str(scan))
     seg.overwrite.setChecked(True)
     seg.run_button.click()  # consent to overwrite never extends to the image itself
-    assert seg.job is None and "is the image being segmented" in _errors(notes)[-1]
+    assert seg.job is None and "is also an input" in _errors(notes)[-1]
     assert _files(tmp_path) == before
     assert session_for(viewer).engine.pid is None  # the engine process was never started
 

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sandseg import cli
+from napari_sandseg import cli, targets
 from napari_sandseg.classmap import ClassMap
 from napari_sandseg.io import read_volume, write_volume
 from napari_sandseg.sample import make_sandstone
@@ -173,7 +173,7 @@ def _locked_out(ctx: Ctx) -> list[Any]:
     locked.mkdir()
     locked.chmod(0o500)
     if os.access(locked, os.W_OK):  # root ignores permissions: make the CLI's check see what a user would
-        ctx.request.getfixturevalue("monkeypatch").setattr(cli.os, "access", lambda p, m: Path(p) != locked)
+        ctx.request.getfixturevalue("monkeypatch").setattr(targets.os, "access", lambda p, m: Path(p) != locked)
     return ctx.evaluate(ctx.masks(), ctx.masks(), "--json", locked / "report.json")
 
 

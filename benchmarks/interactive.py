@@ -3,7 +3,7 @@
 Arms, on the same simulated scribbles, in one run on one machine (issue 11):
 
 - ``project``: napari-sandseg exactly as the Train widget runs it on painted labels: the engine
-  process (:class:`napari_sandseg._widgets._engine.EngineProcess`), the widget's defaults
+  process (:class:`napari_sandseg.engine_process.EngineProcess`), the widget's defaults
   (``TrainConfig.default(test_fraction=0, sparse=True)``), the whole 10-slice image with strokes
   on 3 training slices. Every best checkpoint is copied the moment it appears, so the curve is
   what a user would get by stopping at that time.
@@ -164,10 +164,11 @@ def random_forest_arm(images: np.ndarray, masks: np.ndarray, painted: np.ndarray
 def start_engine() -> Any:
     """The engine process with TensorFlow imported: it is running before the user clicks Train
     (the widget starts it to show the device), so its start-up is not on the clock."""
-    from napari_sandseg._widgets._engine import EngineProcess
+    from napari_sandseg.engine_process import EngineProcess
+    from napari_sandseg.engine_requests import DeviceRequest
 
     engine = EngineProcess()
-    list(engine.run("device", cancel=threading.Event()))
+    list(engine.run(DeviceRequest(), cancel=threading.Event()))
     return engine
 
 
@@ -181,6 +182,7 @@ def network_arm(engine: Any, images: np.ndarray, targets: np.ndarray, config: An
     widget shows.
     """
     from napari_sandseg.classmap import ClassMap
+    from napari_sandseg.engine_requests import TrainRequest
     from napari_sandseg.metrics import changed_share
 
     out = workdir / "model.keras"
@@ -193,8 +195,8 @@ def network_arm(engine: Any, images: np.ndarray, targets: np.ndarray, config: An
     cpu0 = _cpu_of(engine.pid)
     t0 = time.perf_counter()
     wall0 = time.time()
-    gen = engine.run("train", images, targets, ClassMap(tuple(range(N_CLASSES))), config, out, None, cancel=cancel,
-                     preview_z=preview_z)
+    request = TrainRequest(images, targets, ClassMap(tuple(range(N_CLASSES))), config, out, preview_z=preview_z)
+    gen = engine.run(request, cancel=cancel)
     for event in gen:
         now = time.perf_counter() - t0
         if out.exists() and out.stat().st_mtime != seen_mtime:

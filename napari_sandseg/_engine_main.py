@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 
 def main(argv: list[str]) -> None:
     """Serve napari over the socket whose file descriptor is ``argv[0]``."""
-    from ._widgets._remote import serve
+    from .engine_server import serve
 
     serve(Connection(int(argv[0])))
 

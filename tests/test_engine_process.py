@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from napari_sandseg._widgets._engine import EngineProcess, EngineStopped
+from napari_sandseg.engine_process import EngineProcess, EngineStopped
+from napari_sandseg.engine_requests import PREVIEW_Z, DeviceRequest, LoadRequest, TrainRequest
 from napari_sandseg.errors import ModelError
 
 #: The engine must be gone this long after its parent died (issue 10: within 5 s).
@@ -27,7 +28,8 @@ PARENT = textwrap.dedent(
     """
     import sys, threading, time
     from pathlib import Path
-    from napari_sandseg._widgets._engine import EngineProcess
+    from napari_sandseg.engine_process import EngineProcess
+    from napari_sandseg.engine_requests import DeviceRequest, TrainRequest
     from napari_sandseg.classmap import ClassMap
     from napari_sandseg.config import TrainConfig
     from napari_sandseg.sample import make_sandstone
@@ -35,15 +37,15 @@ PARENT = textwrap.dedent(
     engine = EngineProcess()
     mode, out = sys.argv[1], sys.argv[2]
     if mode == "idle":
-        for item in engine.run("device", cancel=threading.Event()):
+        for item in engine.run(DeviceRequest(), cancel=threading.Event()):
             pass
         print("ENGINE", engine.pid, flush=True)
     else:
         images, labels = make_sandstone((12, 64, 64), seed=3)
         cfg = TrainConfig(backbone="resnet18", epochs=200, batch_size=2, val_fraction=0.2, test_fraction=0.0,
                           patience=0)
-        for item in engine.run("train", images, labels, ClassMap((0, 1, 2, 3)), cfg, out, None,
-                               cancel=threading.Event()):
+        request = TrainRequest(images, labels, ClassMap((0, 1, 2, 3)), cfg, Path(out))
+        for item in engine.run(request, cancel=threading.Event()):
             # The best checkpoint is written just after the first epoch is reported.
             if getattr(item, "kind", "") == "batch" and item.epoch >= 1 and Path(out).exists():
                 print("ENGINE", engine.pid, flush=True)
@@ -113,7 +115,7 @@ def test_engine_errors_come_back_as_they_were_raised(tmp_path):
     engine = EngineProcess()
     try:
         with pytest.raises(ModelError):
-            list(engine.run("load", tmp_path / "missing.keras", cancel=threading.Event()))
+            list(engine.run(LoadRequest(tmp_path / "missing.keras"), cancel=threading.Event()))
         assert engine.pid is not None  # an error in a job does not end the engine
     finally:
         engine.shutdown()
@@ -122,14 +124,14 @@ def test_engine_errors_come_back_as_they_were_raised(tmp_path):
 def test_an_engine_killed_mid_job_is_reported_and_replaced(tmp_path):
     engine = EngineProcess()
     try:
-        gen = engine.run("device", cancel=threading.Event())
+        gen = engine.run(DeviceRequest(), cancel=threading.Event())
         assert next(gen) == "importing TensorFlow"
         first = engine.pid
         os.kill(first, signal.SIGKILL)
         with pytest.raises(EngineStopped, match="engine process ended"):
             list(gen)
         with pytest.raises(ModelError):  # the next job runs in a new engine
-            list(engine.run("load", tmp_path / "missing.keras", cancel=threading.Event()))
+            list(engine.run(LoadRequest(tmp_path / "missing.keras"), cancel=threading.Event()))
         assert engine.pid not in (None, first)
     finally:
         engine.shutdown()
@@ -148,11 +150,11 @@ def test_training_sends_a_live_preview_of_the_slice_napari_asks_for(tmp_path):
     engine = EngineProcess()
     previews = []
     try:
-        for item in engine.run("train", images, labels, ClassMap((0, 1, 2, 3)), cfg, tmp_path / "m.keras", None,
-                               cancel=threading.Event(), preview_z=2):
+        request = TrainRequest(images, labels, ClassMap((0, 1, 2, 3)), cfg, tmp_path / "m.keras", preview_z=2)
+        for item in engine.run(request, cancel=threading.Event()):
             if getattr(item, "kind", "") == "epoch":
                 previews.append((item.preview_z, item.preview))
-                engine.set_control("preview_z", 6)  # the user moved to slice 6
+                engine.set_control(PREVIEW_Z, 6)  # the user moved to slice 6
     finally:
         engine.shutdown()
     assert len(previews) == 3
@@ -166,10 +168,22 @@ def test_a_job_cut_off_by_shutdown_is_cancelled_not_an_error():
     from napari_sandseg.errors import Cancelled
 
     engine = EngineProcess()
-    gen = engine.run("device", cancel=threading.Event())
+    gen = engine.run(DeviceRequest(), cancel=threading.Event())
     assert next(gen) == "importing TensorFlow"
     pid = engine.pid
     engine.shutdown()  # napari is closing while the engine still starts up
     with pytest.raises(Cancelled, match="closing"):
         list(gen)
     assert _wait_gone(pid) < EXIT_LIMIT_S
+
+
+def test_only_a_request_runs_and_every_request_has_its_job():
+    from napari_sandseg.engine_requests import REQUESTS
+    from napari_sandseg.engine_server import JOBS
+
+    assert set(JOBS) == set(REQUESTS)
+    assert len({request.job for request in REQUESTS}) == len(REQUESTS)  # messages name each job apart
+    engine = EngineProcess()
+    with pytest.raises(TypeError, match="not an engine request: tuple"):
+        next(engine.run(("train", "images.tif"), cancel=threading.Event()))
+    assert engine.pid is None  # refused before any engine process started

@@ -34,16 +34,18 @@ from qtpy.QtWidgets import (
 from .._layers import class_map_from_metadata, labels_layer_data
 from ..autosave import autosave_dir, find_autosave, load_edits, load_painted
 from ..classmap import ClassMap
+from ..command_lines import train_command
 from ..data import split_counts, split_indices
+from ..engine_process import EngineProcess
+from ..engine_requests import SliceProgress, TrainRequest
 from ..errors import Cancelled, OutputError
 from ..io import write_labels, write_volume
 from ._files import sparse_mask_problem, write_sparse_mask
+from ._jobs import predict_slabs
 from ._common import CommandBox, LayerPicker, SandsegWidget, plain_metric_names
-from ._engine import EngineProcess
 from ._results import Segmentation, is_segmentation, segmentation_name, show_segmentation
-from ._segment_widget import predict_slabs
 from ._state import TrainingData
-from ._train_widget import epoch_text, train_command, training_result_text
+from ._texts import epoch_text, training_result_text
 
 _USER_ROLE = 256
 
@@ -221,8 +223,8 @@ def finetune_job(engine: EngineProcess, data: FineTuneData, class_map: ClassMap,
     """Worker: fine-tune from ``init_model``, then re-segment slice ``z_view`` and the stack (see :func:`resegment`)."""
     # Engine targets: Labels values when sparse, class ids when every pixel is annotated.
     targets = data.targets if config.sparse else data.targets.astype(np.int64) - 1
-    summary = yield from engine.run("train", data.images, targets, class_map, config, out_path, init_model,
-                                    cancel=cancel)
+    request = TrainRequest(data.images, targets, class_map, config, Path(out_path), Path(init_model))
+    summary = yield from engine.run(request, cancel=cancel)
     seg = None
     if not summary.cancelled:
         try:
@@ -237,7 +239,7 @@ def resegment(engine: EngineProcess, model_path: Path, class_map: ClassMap, imag
               z_view: int, batch_size: int, cancel: threading.Event) -> Generator[Any, None, Segmentation]:
     """Worker: segment slice ``z_view`` first and yield it as a :class:`SliceReady`, then the whole stack.
 
-    Also yields a status line before the slice and ``(done, total)`` slices of the stack.
+    Also yields a status line before the slice and :class:`SliceProgress` of the stack.
     """
     yield f"re-segmenting slice {z_view} ..."
     labels, _, _ = _without_progress(predict_slabs(
@@ -464,10 +466,10 @@ class CorrectWidget(SandsegWidget):
             self._show_slice(item)
         elif isinstance(item, str):
             self.show_progress(item)
-        elif isinstance(item, tuple):  # (done, total) slices of the re-segmentation
-            self.progress.setRange(0, item[1])
-            self.progress.setValue(item[0])
-            self.show_progress(f"{self._slice_text()}re-segmenting the stack: {item[0]} / {item[1]} slices")
+        elif isinstance(item, SliceProgress):  # of the re-segmentation
+            self.progress.setRange(0, item.total)
+            self.progress.setValue(item.done)
+            self.show_progress(f"{self._slice_text()}re-segmenting the stack: {item.done} / {item.total} slices")
         elif getattr(item, "kind", "") == "batch":
             total = max(item.epochs * item.batches, 1)
             self.progress.setRange(0, total)

@@ -14,16 +14,17 @@ from typing import Any, Generator
 
 from qtpy.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QLabel, QLineEdit, QWidget
 
+from ..engine_process import EngineProcess
+from ..engine_requests import LoadRequest
 from ..errors import Cancelled, SandsegError
 from ..io import atomic_write
 from ..model import sidecar_path
 from ..model_package import DEFAULT_LICENSE, PACKAGE_SUFFIX, PackageMetadata, extract_package, is_package
-from ._engine import EngineProcess
 
 
 def load_model_job(engine: EngineProcess, path: Path, cancel: threading.Event) -> Generator[Any, None, tuple[Any, Path]]:
     """Worker: load a model artefact in the engine process (safe mode) -> ``(info, path)``."""
-    info = yield from engine.run("load", Path(path), cancel=cancel)
+    info = yield from engine.run(LoadRequest(Path(path)), cancel=cancel)
     return info, Path(path)
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generator
 
-import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
@@ -31,13 +30,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..classmap import ClassMap
+from ..command_lines import predict_command
+from ..engine_process import EngineProcess
+from ..engine_requests import PredictFileRequest, SliceProgress
 from ..errors import SandsegError
 from ..io import TIFF_SUFFIXES
 from ..lazy import is_zarr
 from ..predict import AUTO, PREDICT_PRECISIONS
 from ..units import VoxelSize, format_voxel_size
-from ._common import CommandBox, LayerPicker, SandsegWidget, VoxelSizeField, voxel_size_args
-from ._engine import EngineProcess
+from ._common import CommandBox, LayerPicker, SandsegWidget, VoxelSizeField
 from ._files import (
     LayerSnapshot,
     default_output,
@@ -50,43 +51,17 @@ from ._files import (
     safe_name,
     snapshot_layer,
 )
+from ._jobs import predict_slabs
 from ._model_io import ask_open_model, load_model_job
 from ._results import Segmentation, StreamedSegmentation, show_segmentation, show_streamed
 
 WHOLE_STACK = "whole stack"
 CURRENT_SLICE = "current slice"
-#: ``sandseg predict --batch-size`` default (left out of command lines).
-CLI_BATCH_SIZE = 8
-
-
-def predict_slabs(engine: EngineProcess, model_path: Path, n_classes: int, volume: np.ndarray, *, batch_size: int,
-                  probabilities: bool, uncertainty: bool, cancel: threading.Event,
-                  precision: str = AUTO) -> Generator[tuple[int, int], None, Any]:
-    """Worker helper: the engine's slab-wise prediction (in the engine process) gathered into arrays.
-
-    ``precision`` as in :func:`napari_sandseg.predict.iter_predict` ("auto" is decided by the
-    engine, where the model runs). Yields ``(done, total)`` slices after each slab; returns
-    ``(labels, probs, unc)``.
-    """
-    n = volume.shape[0]
-    labels = np.empty(volume.shape, np.uint8)
-    probs = np.empty(volume.shape + (n_classes,), np.float32) if probabilities else None
-    unc = np.empty(volume.shape, np.float32) if uncertainty else None
-    slabs = engine.run("predict", model_path, volume, batch_size, probabilities, uncertainty, cancel=cancel,
-                       precision=precision)
-    for z0, z1, lab, p, u in slabs:
-        labels[z0:z1] = lab
-        if probs is not None:
-            probs[z0:z1] = p
-        if unc is not None:
-            unc[z0:z1] = u
-        yield z1, n
-    return labels, probs, unc
 
 
 def segment_job(engine: EngineProcess, model_path: Path, info: Any, image: LayerSnapshot, z_range: tuple[int, int],
                 batch_size: int, probabilities: bool, uncertainty: bool, folder: Path, cancel: threading.Event,
-                precision: str = AUTO) -> Generator[tuple[int, int], None, tuple[Segmentation, Path]]:
+                precision: str = AUTO) -> Generator[SliceProgress, None, tuple[Segmentation, Path]]:
     """Worker: segment slices ``z_range`` of an image; also returns the image's file for the command."""
     z0, z1 = z_range
     labels, probs, unc = yield from predict_slabs(
@@ -113,19 +88,19 @@ class StreamRequest:
 
 def stream_job(engine: EngineProcess, model_path: Path, request: StreamRequest, batch_size: int, folder: Path,
                cancel: threading.Event,
-               precision: str = AUTO) -> Generator[tuple[int, int], None, StreamedSegmentation]:
+               precision: str = AUTO) -> Generator[SliceProgress, None, StreamedSegmentation]:
     """Worker: the engine streams the image file into the output files; returns lazy views of them.
 
-    Yields ``(done, total)`` slices as the engine reports them. Opening the outputs here (not
+    Yields :class:`SliceProgress` as the engine reports it. Opening the outputs here (not
     on the main thread) reads only their headers.
     """
     from .._lazy_layers import lazy_array, lazy_labels
 
     images = request.images if isinstance(request.images, Path) else image_file(request.images, folder)
-    summary = yield from engine.run(
-        "predict_file", model_path, images, request.out, request.probabilities, request.uncertainty, batch_size,
-        request.overwrite, cancel=cancel, precision=precision, voxel_size=request.voxel_size,
-    )
+    summary = yield from engine.run(PredictFileRequest(
+        Path(model_path), images, request.out, request.probabilities, request.uncertainty, batch_size,
+        request.overwrite, precision, request.voxel_size,
+    ), cancel=cancel)
     probs, unc = summary.probabilities, summary.uncertainty
     return StreamedSegmentation(
         request.image_name, request.class_map, images, summary.out, lazy_labels(summary.out, request.class_map),
@@ -137,30 +112,6 @@ def stream_job(engine: EngineProcess, model_path: Path, request: StreamRequest, 
 def engine_reads(path: Path) -> bool:
     """Whether the engine can read an image from ``path`` (TIFF, folder of TIFFs, zarr store)."""
     return path.is_dir() or is_zarr(path) or path.suffix.lower() in TIFF_SUFFIXES
-
-
-def predict_command(model_path: Path, images: Path, out: Path, probabilities: Path | None,
-                    uncertainty: Path | None = None, *, batch_size: int = CLI_BATCH_SIZE,
-                    overwrite: bool = False, precision: str = AUTO, voxel_size: VoxelSize | None = None) -> list[Any]:
-    """The ``sandseg predict`` arguments for a segmentation (defaults left out: ``--precision`` is auto).
-
-    ``voxel_size`` (the one the outputs keep) is spelled out when it is physical, so the
-    command writes the same spacing whatever the image file carries.
-    """
-    args: list[Any] = ["sandseg", "predict", "--model", model_path,
-                       "--images", images, "--out", out]
-    if probabilities is not None:
-        args += ["--probabilities", probabilities]
-    if uncertainty is not None:
-        args += ["--uncertainty", uncertainty]
-    if batch_size != CLI_BATCH_SIZE:
-        args += ["--batch-size", batch_size]
-    if precision != AUTO:
-        args += ["--precision", precision]
-    args += voxel_size_args(voxel_size)
-    if overwrite:
-        args.append("--overwrite")
-    return args
 
 
 class SegmentWidget(SandsegWidget):
@@ -360,7 +311,7 @@ class SegmentWidget(SandsegWidget):
         self.run_job(
             segment_job, self.state.engine, m.path, m.info, snap, z_range, batch_size, self.probabilities.isChecked(),
             self.uncertainty.isChecked(), self.state.folder, precision=precision,
-            on_yield=lambda p: self.progress.setValue(p[0]),
+            on_yield=lambda p: self.progress.setValue(p.done),
             on_return=lambda outcome: self._segmented(outcome, batch_size, precision, voxel_size),
         )
 
@@ -407,7 +358,7 @@ class SegmentWidget(SandsegWidget):
         self.status.setText(f"segmenting '{image.name}' into {request.out} ...")
         self.run_job(
             stream_job, self.state.engine, m.path, request, batch_size, self.state.folder, precision=precision,
-            on_yield=lambda p: self.progress.setValue(p[0]),
+            on_yield=lambda p: self.progress.setValue(p.done),
             on_return=lambda result: self._streamed(result, m.path, batch_size, request.overwrite, precision,
                                                     request.voxel_size),
         )

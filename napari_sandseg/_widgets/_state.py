@@ -26,8 +26,8 @@ from qtpy.QtCore import QObject, QTimer, Signal
 from .._layers import CLASS_MAP_KEY, layer_source
 from ..autosave import AutosaveWriter, EditSnapshot, autosave_dir
 from ..classmap import ClassMap
+from ..engine_process import EngineProcess
 from ._edits import painted_pixels
-from ._engine import EngineProcess
 
 #: Environment variable that moves the session folder (files saved for command lines).
 ENV_SESSION_DIR = "SANDSEG_SESSION_DIR"

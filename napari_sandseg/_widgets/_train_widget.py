@@ -24,11 +24,13 @@ from qtpy.QtWidgets import (
 
 from .._layers import class_map_from_metadata, default_class_map, dense_ids, labels_layer_data
 from ..classmap import ClassMap
+from ..command_lines import train_command
+from ..engine_process import EngineProcess
+from ..engine_requests import PREVIEW_UNCERTAINTY, PREVIEW_Z, DeviceRequest, TrainRequest
 from ..errors import SandsegError
-from ..metrics import changed_share, format_figure, metric_label
+from ..metrics import changed_share, metric_label
 from ._annotation import AnnotationPanel, is_annotation
-from ._engine import EngineProcess
-from ._common import CommandBox, LayerPicker, SandsegWidget, VoxelSizeField, plain_metric_names, voxel_size_args
+from ._common import CommandBox, LayerPicker, SandsegWidget, VoxelSizeField, plain_metric_names
 from ._files import LayerSnapshot, image_file, labels_file, snapshot_layer
 from ._model_io import (
     ask_export_package,
@@ -41,6 +43,7 @@ from ._model_io import (
 from ._plots import LinePlot
 from ._results import show_preview
 from ._state import TrainingData
+from ._texts import epoch_text, training_result_text
 from ._workers import Job
 
 
@@ -70,7 +73,7 @@ SPARSE_HINT = f"to train on the painted pixels alone, tick '{SPARSE_LABEL}'"
 
 def device_job(engine: EngineProcess, cancel: threading.Event) -> Generator[str, None, str]:
     """Worker: start the engine process; it configures the GPU and describes the device."""
-    return (yield from engine.run("device", cancel=cancel))
+    return (yield from engine.run(DeviceRequest(), cancel=cancel))
 
 
 def train_job(engine: EngineProcess, image: LayerSnapshot, labels: LayerSnapshot, targets: np.ndarray,
@@ -84,77 +87,13 @@ def train_job(engine: EngineProcess, image: LayerSnapshot, labels: LayerSnapshot
     ``preview_uncertainty`` is on (switched with ``TrainWidget._on_preview_uncertainty``).
     ``voxel_size`` (of the image) goes into the model's sidecar, the voxel size trained on.
     """
-    summary = yield from engine.run("train", image.data, targets, class_map, config, out_path, init_model,
-                                    cancel=cancel, preview_z=preview_z, preview_uncertainty=preview_uncertainty,
-                                    voxel_size=voxel_size)
+    request = TrainRequest(image.data, targets, class_map, config, Path(out_path), init_model, preview_z,
+                           preview_uncertainty, voxel_size)
+    summary = yield from engine.run(request, cancel=cancel)
     images_file = image_file(image, folder)
     # Dense labels are written with their original values; sparse ones with 0 = not annotated.
     masks_file, note = labels_file(labels, folder, None if config.sparse else targets)
     return TrainOutcome(summary, images_file, masks_file, note)
-
-
-def train_command(config: Any, images: Path, masks: Path, out: Path, init_model: Path | None = None,
-                  voxel_size: Any = None) -> list[Any]:
-    """The ``sandseg train`` arguments equivalent to a run of the widget (or a fine-tune).
-
-    ``voxel_size`` (the images', recorded in the sidecar) is spelled out when it is physical.
-    """
-    args: list[Any] = [
-        "sandseg", "train", "--images", images, "--masks", masks, "--out", out,
-        "--backbone", config.backbone, "--epochs", config.epochs, "--batch-size", config.batch_size,
-        "--patience", config.patience, "--learning-rate", config.learning_rate,
-        "--val-fraction", config.val_fraction, "--test-fraction", config.test_fraction, "--seed", config.seed,
-        "--augment" if config.augment else "--no-augment",
-        "--warmup-epochs", config.warmup_epochs, "--monitor", config.monitor, "--precision", config.precision,
-        "--crops-per-epoch", "none" if config.crops_per_epoch is None else config.crops_per_epoch,
-    ]
-    if config.sparse:
-        args.append("--sparse")
-    if init_model is not None:
-        args += ["--init-model", init_model]
-    return args + voxel_size_args(voxel_size)
-
-
-def epoch_text(ev: Any) -> str:
-    """Status line of a finished epoch: its figures, rounded and in plain words."""
-    figures = [("loss", ev.loss), ("val_loss", ev.val_loss), ("val_mean_iou", ev.logs.get("val_mean_iou"))]
-    shown = ", ".join(f"{metric_label(name)} {format_figure(name, value)}" for name, value in figures if value is not None)
-    return f"epoch {ev.epoch + 1}/{ev.epochs}: {shown}"
-
-
-def training_result_text(summary: Any, monitor: str, epochs: int, cut_short: int | None = None) -> str:
-    """How a run ended and which epoch's weights were kept, in one line.
-
-    Parameters
-    ----------
-    summary : TrainSummary
-        ``history`` (complete epochs only), ``best_epoch`` (0-based or None), ``cancelled``.
-    monitor : str
-        The validation figure that picked the kept epoch (``TrainConfig.monitor``).
-    epochs : int
-        Epochs asked for.
-    cut_short : int, optional
-        0-based epoch that a cancel cut short (a ``"stopped"`` event), if any.
-
-    Returns
-    -------
-    str
-        e.g. ``"Cancelled: stopped at epoch 3 of 20; kept epoch 2 (validation mean IoU 0.812)"``.
-    """
-    done = len(summary.history.get("loss", []))
-    if summary.cancelled:
-        at = cut_short + 1 if cut_short is not None else done
-        head = f"Cancelled: stopped at epoch {at} of {epochs}" if at else "Cancelled before the first epoch"
-    elif done < epochs:
-        head = f"Done: stopped early after epoch {done} of {epochs} (no better {metric_label(monitor)})"
-    else:
-        head = f"Done: {done} epoch(s)"
-    best = summary.best_epoch
-    figures = summary.history.get(monitor, [])
-    if best is None:
-        return f"{head}; no epoch finished, so the partly trained weights were kept"
-    figure = f" ({metric_label(monitor)} {format_figure(monitor, figures[best])})" if best < len(figures) else ""
-    return f"{head}; kept epoch {best + 1}{figure}"
 
 
 class TrainWidget(SandsegWidget):
@@ -383,12 +322,12 @@ class TrainWidget(SandsegWidget):
     def _on_step(self, event: Any = None) -> None:
         """The user moved to another slice: preview that one from the next epoch on."""
         if self._preview is not None and self.job is not None and self.job.running:
-            self.state.engine.set_control("preview_z", self._current_slice())
+            self.state.engine.set_control(PREVIEW_Z, self._current_slice())
 
     def _on_preview_uncertainty(self, on: bool) -> None:
         """Switched during a run: the next previews carry the uncertainty (or stop carrying it)."""
         if self._preview is not None and self.job is not None and self.job.running:
-            self.state.engine.set_control("preview_uncertainty", bool(on))
+            self.state.engine.set_control(PREVIEW_UNCERTAINTY, bool(on))
 
     def set_busy(self, busy: bool) -> None:  # noqa: D102
         self._busy = busy

@@ -22,8 +22,8 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.compat import isalive
 
+from ..engine_process import CancelFlag
 from ..errors import Cancelled, SandsegError
-from ._engine import CancelFlag
 
 #: How long closing a widget waits for its worker thread (abandoning a job ends it within a
 #: poll of the engine, 50 ms); the window must never block longer than a second.

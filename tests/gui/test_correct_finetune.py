@@ -22,6 +22,7 @@ from napari_sandseg._widgets._train_widget import TrainWidget
 from napari_sandseg.classmap import ClassMap
 from napari_sandseg.cli import _read_sparse_mask, _to_model_classes, build_parser
 from napari_sandseg.data import split_indices
+from napari_sandseg.engine_requests import TrainRequest
 from napari_sandseg.io import read_volume
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -80,10 +81,11 @@ def test_finetune_learns_from_the_stroke_and_shows_the_slice_in_view_first(make_
     sent = {}
     run = state.engine.run
 
-    def spy(name, *args, **kwargs):
-        if name == "train":
-            sent.update(images=args[0], targets=args[1], config=args[3], init=args[5])
-        return run(name, *args, **kwargs)
+    def spy(request, **kwargs):
+        if isinstance(request, TrainRequest):
+            sent.update(images=request.images, targets=request.targets, config=request.config,
+                        init=request.init_model)
+        return run(request, **kwargs)
 
     monkeypatch.setattr(state.engine, "run", spy)
     on_screen = {}

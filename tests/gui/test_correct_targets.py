@@ -20,7 +20,7 @@ from napari_sandseg._widgets._correct_widget import (
     merge_corrections,
 )
 from napari_sandseg._widgets._state import TrainingData
-from napari_sandseg._widgets._train_widget import train_command
+from napari_sandseg.command_lines import train_command
 from napari_sandseg.classmap import ClassMap
 from napari_sandseg.cli import _read_sparse_mask, _to_model_classes, build_parser
 from napari_sandseg.config import TrainConfig

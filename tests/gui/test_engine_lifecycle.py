@@ -21,11 +21,13 @@ UNGUARDED_SCRIPT = textwrap.dedent(
     # A plain napari script: everything at top level, no __main__ guard.
     import os
     import threading
+    from pathlib import Path
 
     import napari
     from qtpy.QtCore import QTimer
 
     from napari_sandseg.classmap import ClassMap
+    from napari_sandseg.engine_requests import TrainRequest
     from napari_sandseg.config import TrainConfig
     from napari_sandseg.launch import open_viewer
     from napari_sandseg.sample import make_sandstone
@@ -42,8 +44,8 @@ UNGUARDED_SCRIPT = textwrap.dedent(
     def train():
         cfg = TrainConfig(backbone="resnet18", epochs=1, batch_size=4, val_fraction=0.25, test_fraction=0.0,
                           patience=0)
-        for _ in engine.run("train", images, labels, ClassMap((0, 1, 2, 3)), cfg, os.environ["MODEL_OUT"], None,
-                            cancel=threading.Event()):
+        request = TrainRequest(images, labels, ClassMap((0, 1, 2, 3)), cfg, Path(os.environ["MODEL_OUT"]))
+        for _ in engine.run(request, cancel=threading.Event()):
             pass
         done.set()
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from napari_sandseg._widgets._train_widget import TrainWidget, train_command
+from napari_sandseg._widgets._train_widget import TrainWidget
+from napari_sandseg.command_lines import train_command
 from napari_sandseg.cli import _train_config, build_parser
 from napari_sandseg.config import TrainConfig
 

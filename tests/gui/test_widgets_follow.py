@@ -13,9 +13,10 @@ from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
 from napari_sandseg._widgets._correct_widget import CorrectWidget
 from napari_sandseg._widgets._evaluate_widget import EvaluateWidget
 from napari_sandseg._widgets._export_widget import ExportWidget
-from napari_sandseg._widgets._remote import TrainSummary
 from napari_sandseg._widgets._segment_widget import SegmentWidget
-from napari_sandseg._widgets._train_widget import TrainWidget, epoch_text, training_result_text
+from napari_sandseg._widgets._texts import epoch_text, training_result_text
+from napari_sandseg._widgets._train_widget import TrainWidget
+from napari_sandseg.engine_requests import TrainSummary
 from napari_sandseg.classmap import ClassMap
 from napari_sandseg.errors import Cancelled, InputError
 from napari_sandseg.events import TrainEvent

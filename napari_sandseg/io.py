@@ -730,6 +730,13 @@ def write_failure(exc: OSError) -> str:
     return f"could not write the file ({exc.strerror or exc})"
 
 
+def cannot_start(target: Path, exc: OSError) -> str:
+    """Why the first file of an output (a temp file, a temp store) could not be created beside ``target``."""
+    if exc.errno in _REFUSED:  # a folder os.access let pass (root, read-only mounts, network shares)
+        return not_writable(target, exc.strerror or str(exc))
+    return f"{target}: cannot write in {target.parent}: {write_failure(exc)}"
+
+
 def needs_bigtiff(nbytes: int) -> bool:
     """Whether ``nbytes`` of image data must go into a BigTIFF (:data:`BIGTIFF_THRESHOLD`)."""
     return nbytes > BIGTIFF_THRESHOLD
@@ -784,9 +791,7 @@ def _create_temp(target: Path) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            if exc.errno in _REFUSED:
-                raise OutputError(not_writable(target, exc.strerror or str(exc))) from exc
-            raise OutputError(f"{target}: cannot write in {target.parent}: {write_failure(exc)}") from exc
+            raise OutputError(cannot_start(target, exc)) from exc
         os.close(fd)
         return tmp
     raise OutputError(f"{target}: could not create a temp file in {target.parent}")

@@ -20,12 +20,10 @@ from typing import TYPE_CHECKING, Iterator, Protocol
 import numpy as np
 
 from .errors import OutputError
+from .targets import check_target, is_zarr_path
 
 if TYPE_CHECKING:
     from .classmap import ClassMap
-
-#: TIFF files above this size must be BigTIFF (classic TIFF offsets are 32-bit).
-BIGTIFF_BYTES = 2**32 - 2**25
 
 
 class SlabWriter(Protocol):
@@ -33,11 +31,6 @@ class SlabWriter(Protocol):
 
     def write(self, z0: int, slab: np.ndarray) -> None:
         """Store ``slab`` as slices ``z0 .. z0 + len(slab) - 1``."""
-
-
-def is_zarr_path(path: str | os.PathLike) -> bool:
-    """Whether an output path names a zarr store (ends in ``.zarr``)."""
-    return Path(path).suffix.lower() == ".zarr"
 
 
 class _TiffWriter:
@@ -145,11 +138,11 @@ def slab_writer(
     if not is_zarr_path(target):
         import tifffile
 
-        from .io import atomic_write
+        from .io import atomic_write, needs_bigtiff
 
         nbytes = int(np.prod(shape)) * dtype.itemsize
         with atomic_write(target, overwrite=overwrite) as tmp:
-            with tifffile.TiffWriter(tmp, bigtiff=nbytes > BIGTIFF_BYTES) as tif:
+            with tifffile.TiffWriter(tmp, bigtiff=needs_bigtiff(nbytes)) as tif:
                 yield _TiffWriter(tif, imagej_voxel_tags(tuple(shape), voxel_size))
         return
     yield from _zarr_writer(target, shape, dtype, overwrite, voxel_size, class_map)
@@ -159,12 +152,10 @@ def _zarr_writer(target: Path, shape: tuple[int, ...], dtype: np.dtype, overwrit
                  voxel_size=None, class_map: "ClassMap | None" = None) -> Iterator[SlabWriter]:
     import zarr
 
+    from .io import cannot_start, write_failure
     from .units import OME_AXES, zarr_voxel_attrs
 
-    if target.exists() and not overwrite:
-        raise OutputError(f"{target}: already exists; choose another name or allow overwriting")
-    if not target.parent.is_dir():
-        raise OutputError(f"{target}: the folder {target.parent} does not exist; create it first")
+    check_target(target, overwrite, store=True)  # an existing folder is replaced only if it is a zarr store
     tmp = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.tmp.zarr")
     chunks = (1,) + tuple(shape[1:])
     try:
@@ -178,12 +169,10 @@ def _zarr_writer(target: Path, shape: tuple[int, ...], dtype: np.dtype, overwrit
                 array.attrs["axes"] = "ZYX" if len(shape) == 3 else "ZYXC"
                 array.attrs.update(zarr_voxel_attrs(voxel_size))
         except OSError as exc:
-            raise OutputError(f"{target}: cannot write in {target.parent} ({exc.strerror or exc})") from exc
+            raise OutputError(cannot_start(target, exc)) from exc
         try:
             yield _ZarrWriter(array)
         except OSError as exc:  # disk full, quota, ...: said in words, like the TIFF writer does
-            from .io import write_failure
-
             raise OutputError(f"{target}: {write_failure(exc)}; nothing was changed") from exc
         try:
             if target.exists():  # overwrite: a folder cannot be renamed over a non-empty one

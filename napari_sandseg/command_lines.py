@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Sequence, Union
 
-from .predict import AUTO
+from .choices import AUTO, PREDICT_BATCH_SIZE
 from .units import format_voxel_size
 
 if TYPE_CHECKING:
@@ -21,9 +21,6 @@ if TYPE_CHECKING:
 
 #: The command's name on the shell.
 PROGRAM = "sandseg"
-
-#: ``sandseg predict --batch-size``'s default (cli.py), left out of command lines.
-PREDICT_BATCH_SIZE = 8
 
 #: What an option may be given as (see :func:`command_line`).
 Option = Union[str, "os.PathLike[str]", int, float, bool, Sequence[str], None]

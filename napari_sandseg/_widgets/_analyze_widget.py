@@ -26,9 +26,10 @@ from qtpy.QtWidgets import (
 
 from .._layers import class_map_from_metadata, default_class_map
 from ..classmap import ClassMap
+from ..command_lines import analyze_command
 from ..errors import Cancelled, InputError
 from ..io import atomic_write
-from ._common import CommandBox, LayerPicker, SandsegWidget, VoxelSizeField, voxel_size_args
+from ._common import CommandBox, LayerPicker, SandsegWidget, VoxelSizeField
 from ._files import LayerSnapshot, labels_file, layer_file, snapshot_layer
 from ._plots import LinePlot
 from ._results import is_segmentation
@@ -263,15 +264,11 @@ class AnalyzeWidget(SandsegWidget):
                 f"{name} porosity +/-1 pp", np.concatenate([sizes, sizes[-1:], sizes[::-1]]),
                 np.concatenate([np.full(sizes.size, band[0]), [np.nan], np.full(sizes.size, band[1])]), "#999999",
             )
-        command = ["sandseg", "analyze", "--labels", analysis.labels_file]
-        if analysis.truth_file is not None:
-            command += ["--truth", analysis.truth_file]
-        command += voxel_size_args((tuple(report["voxel_size"]), unit))
         first = report["truth"] if pair else report
-        command += ["--pore-class", str(first["pore_class"])]
-        if any(note.startswith("pore sizes not measured") for note in first["notes"]):
-            command += ["--no-pore-sizes"]
-        self.command.set_command(command)
+        measured_sizes = not any(note.startswith("pore sizes not measured") for note in first["notes"])
+        self.command.set_command(analyze_command(analysis.labels_file, analysis.truth_file,
+                                                 (tuple(report["voxel_size"]), unit), first["pore_class"],
+                                                 pore_sizes=measured_sizes))
         self.save_button.setEnabled(True)
 
     # ------------------------------------------------------------------ export

@@ -177,13 +177,6 @@ class VoxelSizeField(QLineEdit):
         return parse_voxel_size(self.text()) if self.typed() else self._default
 
 
-def voxel_size_args(voxel_size: VoxelSize | None) -> list[str]:
-    """``["--voxel-size", "2.5um"]`` for a command line, or nothing in pixels (or None)."""
-    if voxel_size is None or voxel_size[1] == "px":
-        return []
-    return ["--voxel-size", format_voxel_size(voxel_size)]
-
-
 class _CommandText(QPlainTextEdit):
     """A read-only text box that asks for its maximum height (every line), not Qt's default."""
 

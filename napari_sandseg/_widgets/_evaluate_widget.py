@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 
 from .._layers import class_map_from_metadata, default_class_map
 from ..classmap import ClassMap
+from ..command_lines import evaluate_command
 from ..errors import InputError
 from ..io import atomic_write, check_pair
 from ..metrics import class_value_mismatch, format_figure, metric_label
@@ -251,7 +252,7 @@ class EvaluateWidget(SandsegWidget):
             item.setData(256, z)  # Qt.UserRole
             self.worst.addItem(item)
         self._show_physical(evaluation.physical)
-        self.command.set_command(self._command(evaluation))
+        self.command.set_command(evaluate_command(evaluation.truth_file, evaluation.pred_file, evaluation.voxel_size))
         self._set_export_enabled(True)
         self._follow_slice()
 
@@ -275,15 +276,6 @@ class EvaluateWidget(SandsegWidget):
             if physical["unit"] == "px":
                 notes.append("no voxel size on the layers: lengths in pixels")
         self.physical_note.setText("\n".join(notes))
-
-    @staticmethod
-    def _command(evaluation: Evaluation, *extra: Any) -> list[Any]:
-        """The ``sandseg evaluate`` line that gives the same figures (with the layers' voxel size)."""
-        command = ["sandseg", "evaluate", "--truth", evaluation.truth_file, "--pred", evaluation.pred_file]
-        if evaluation.voxel_size is not None:
-            sizes, unit = evaluation.voxel_size
-            command += ["--voxel-size", ",".join(f"{v:g}" for v in sizes) + unit]
-        return command + list(extra)
 
     # ------------------------------------------------------------------ navigation
 
@@ -336,7 +328,8 @@ class EvaluateWidget(SandsegWidget):
         else:
             write_report_csv(path, report)
         if kind == "json":
-            self.command.set_command(self._command(self.evaluation, "--json", path))
+            self.command.set_command(evaluate_command(self.evaluation.truth_file, self.evaluation.pred_file,
+                                                      self.evaluation.voxel_size, json=path))
         return path
 
 

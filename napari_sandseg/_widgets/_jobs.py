@@ -12,9 +12,9 @@ from typing import Generator
 
 import numpy as np
 
+from ..choices import AUTO
 from ..engine_process import EngineProcess
 from ..engine_requests import PredictRequest, SliceProgress
-from ..predict import AUTO
 
 
 def predict_slabs(engine: EngineProcess, model_path: Path, n_classes: int, volume: np.ndarray, *, batch_size: int,

@@ -14,6 +14,7 @@ from typing import Any, Generator
 
 from qtpy.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QLabel, QLineEdit, QWidget
 
+from ..command_lines import export_command
 from ..engine_process import EngineProcess
 from ..engine_requests import LoadRequest
 from ..errors import Cancelled, SandsegError
@@ -67,23 +68,6 @@ def ask_save_model(parent: QWidget, start: str) -> str:
 
 #: How ``sandseg`` starts the one line it prints for a problem the user can fix (``cli.main``).
 ERROR_PREFIX = "sandseg: error: "
-
-
-def export_command(source: Path, target: Path, metadata: PackageMetadata, images: Path | None = None,
-                   test: bool = True) -> list[str]:
-    """The ``sandseg export-model`` command line of an export (what :func:`export_package_job` runs)."""
-    args = ["sandseg", "export-model", "--model", str(source), "--out", str(target)]
-    if images is not None:
-        args += ["--images", str(images)]
-    if metadata.name:
-        args += ["--name", metadata.name]
-    for author in metadata.authors:
-        args += ["--author", author]
-    args += ["--license", metadata.license]
-    if metadata.voxel_size is not None:
-        (z, y, x), unit = metadata.voxel_size
-        args += ["--voxel-size", f"{z:g},{y:g},{x:g}{unit}"]
-    return args + ([] if test else ["--no-test"]) + ["--overwrite"]  # the save dialog asked before replacing
 
 
 def export_package_job(source: Path, target: Path, metadata: PackageMetadata, images: Path | None,

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
+from ..choices import PREDICT_BATCH_SIZE
 from ..classmap import ClassMap
 from ..command_lines import predict_command
 from ..engine_process import EngineProcess
@@ -132,7 +133,7 @@ class SegmentWidget(SandsegWidget):
         self.scope.addItems([WHOLE_STACK, CURRENT_SLICE])
         self.batch_size = QSpinBox()
         self.batch_size.setRange(1, 512)
-        self.batch_size.setValue(8)
+        self.batch_size.setValue(PREDICT_BATCH_SIZE)
         self.precision = QComboBox()
         self.precision.addItems(PREDICT_PRECISIONS)
         self.precision.setCurrentText(AUTO)

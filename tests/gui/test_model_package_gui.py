@@ -14,11 +14,11 @@ import zipfile
 
 import pytest
 
+from napari_sandseg.command_lines import export_command
 from napari_sandseg.errors import Cancelled, SandsegError
 from napari_sandseg.model_package import SIDECAR_NAME, WEIGHTS_NAME, PackageMetadata
 from napari_sandseg._widgets._model_io import (
     ExportDialog,
-    export_command,
     export_package_job,
     save_model_job,
 )
@@ -57,7 +57,7 @@ def test_dialog_collects_the_metadata_and_refuses_a_bad_voxel_size(qtbot):
     assert meta == PackageMetadata("Sandstone phases", ("Ada Lovelace", "Alan Turing"), "MIT", ((2.5, 2.5, 2.5), "um"))
     assert export_command("m.keras", "m.zip", meta) == [
         "sandseg", "export-model", "--model", "m.keras", "--out", "m.zip", "--name", "Sandstone phases",
-        "--author", "Ada Lovelace", "--author", "Alan Turing", "--license", "MIT", "--voxel-size", "2.5,2.5,2.5um",
+        "--author", "Ada Lovelace", "--author", "Alan Turing", "--license", "MIT", "--voxel-size", "2.5um",
         "--overwrite"]
     dialog.voxel_size.setText("big")
     dialog.accept()

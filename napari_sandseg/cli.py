@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .choices import (
+    AUTO,
     DEFAULT_TILE_SIZE,
     MONITORS,
     PRECISIONS,
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int, default=None, metavar="N",
                    help=f"predict slices larger than N x N pixels in overlapping tiles (multiple of 32; default "
                    f"{DEFAULT_TILE_SIZE}, at least {min_tile_size()}; 0 = whole slices)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default=AUTO,
                    help="arithmetic of the model: auto (default) = mixed_bfloat16 on CPUs with native bfloat16 "
                    "and no GPU (faster, nearly identical labels), else float32; float32 is exact everywhere")
     p.add_argument("--voxel-size", default=None, metavar="SIZE",

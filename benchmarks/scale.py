@@ -187,7 +187,7 @@ def napari_probe(path: Path) -> dict[str, Any]:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_sandseg._reader import napari_get_reader
+    from napari_sandseg._napari.reader import napari_get_reader
 
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()

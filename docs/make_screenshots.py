@@ -137,7 +137,7 @@ def main(names: list[str]) -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_sandseg.bundled import bundled_sample_paths
-    from napari_sandseg.launch import WIDGETS, open_viewer
+    from napari_sandseg._napari.launch import WIDGETS, open_viewer
 
     viewer = open_viewer(show=True)  # exactly what `sandseg gui` opens
     app = QApplication.instance()

@@ -632,7 +632,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_gui(args: argparse.Namespace) -> int:
     """Open napari with the plugin and the bundled sample."""
-    from .launch import main as launch
+    from ._napari.launch import main as launch
 
     launch()
     return 0

@@ -82,7 +82,7 @@ def ome_image_label(class_map: "ClassMap") -> dict:
     """OME-Zarr ``image-label`` metadata of a label volume holding ``class_map``'s values.
 
     ``colors``: each class value's RGBA (0..255), the colour its napari Labels layer shows
-    (:func:`napari_sandseg._layers.label_colormap` takes the same class-map colours);
+    (:func:`napari_sandseg._napari.layers.label_colormap` takes the same class-map colours);
     ``properties``: each class value's name, under ``class``.
     """
     colors = []

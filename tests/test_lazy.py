@@ -82,8 +82,8 @@ def test_mapped_volume_translates_values_and_refuses_unknown():
 def test_reader_returns_dask_layers_for_zarr_and_big_files(tmp_path, monkeypatch):
     import dask.array as da
 
-    from napari_sandseg import _reader
-    from napari_sandseg._layers import CLASS_MAP_KEY
+    from napari_sandseg._napari import reader as _reader
+    from napari_sandseg._napari.layers import CLASS_MAP_KEY
 
     store = tmp_path / "scan.zarr"
     zarr.open_array(str(store), mode="w", shape=VOL.shape, dtype="u1")[:] = VOL

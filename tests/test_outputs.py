@@ -29,7 +29,7 @@ def test_a_zarr_label_volume_is_an_ome_zarr_label_image(tmp_path):
     in the axes' UDUNITS unit, and each class value's colour (the napari layer's) and name."""
     import json
 
-    from napari_sandseg._layers import label_colormap
+    from napari_sandseg._napari.layers import label_colormap
     from napari_sandseg.classmap import ClassMap
     from napari_sandseg.lazy import open_levels, open_volume
     from napari_sandseg.units import read_voxel_size

@@ -111,7 +111,7 @@ def test_damaged_slice_in_a_folder_names_the_folder(tmp_path: Path) -> None:
 def test_napari_reader_notifies_instead_of_raising(tmp_path: Path, monkeypatch, compression: str, lazily: bool) -> None:
     import napari.utils.notifications
 
-    from napari_sandseg import _reader
+    from napari_sandseg._napari import reader as _reader
 
     shown: list[str] = []
     monkeypatch.setattr(napari.utils.notifications, "show_error", shown.append)

@@ -88,8 +88,8 @@ def test_layer_scale_round_trip():
 
 
 def test_napari_writer_keeps_the_layer_scale(tmp_path):
-    from napari_sandseg._layers import labels_layer_kwargs
-    from napari_sandseg._writer import write_labels_layer
+    from napari_sandseg._napari.layers import labels_layer_kwargs
+    from napari_sandseg._napari.writer import write_labels_layer
 
     class_map = ClassMap((0, 128, 255))
     data = np.random.default_rng(1).integers(1, 4, size=(3, 16, 20)).astype(np.uint8)
@@ -105,7 +105,7 @@ def test_napari_writer_keeps_the_layer_scale(tmp_path):
 def test_export_jobs_keep_the_voxel_size(tmp_path):
     import threading
 
-    from napari_sandseg._layers import labels_layer_kwargs
+    from napari_sandseg._napari.layers import labels_layer_kwargs
     from napari_sandseg._widgets._export_widget import export_job, export_lazy_job
     from _helpers import drain
 
@@ -190,7 +190,7 @@ def test_predict_to_zarr_round_trips_labels_voxel_size_and_classes(model_file, s
     input's voxel size, and the model's class names; the plugin reader shows it as Labels in um."""
     import zarr
 
-    from napari_sandseg._reader import read_layers
+    from napari_sandseg._napari.reader import read_layers
     from napari_sandseg.lazy import open_volume
 
     tif, store = tmp_path / "labels.tif", tmp_path / "labels.zarr"

@@ -53,7 +53,7 @@ def open_viewer(show: bool = True) -> Any:
     quiet_startup()
     import napari
 
-    from .bundled import bundled_sample_paths
+    from ..bundled import bundled_sample_paths
 
     viewer = napari.Viewer(title="napari-sandseg", show=show)
     # The repository's sample_data/ stacks, or (installed without them) a generated copy.

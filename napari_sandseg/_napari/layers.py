@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .classmap import ClassMap
-from .errors import InputError
+from ..classmap import ClassMap
+from ..errors import InputError
 
 #: ``layer.metadata`` key of the class map (``ClassMap.to_dict()``).
 CLASS_MAP_KEY = "sandseg_class_map"

@@ -1,6 +1,6 @@
 """Layer data for volumes too big to read at once: dask arrays napari pages in slice by slice.
 
-Used by :mod:`napari_sandseg._reader` for zarr stores (always) and for files of at least
+Used by :mod:`napari_sandseg._napari.reader` for zarr stores (always) and for files of at least
 :data:`napari_sandseg.lazy.LAZY_BYTES`. Opening reads headers and a few sample slices only, so
 it returns at once whatever the volume size; napari then reads the slices it shows. Label
 stacks are the exception: their class values must be known up front, so they are scanned once,
@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ._layers import SOURCE_KEY, labels_layer_kwargs
-from .classmap import ClassMap
-from .errors import SandsegError
-from .lazy import MappedVolume, as_dask, is_zarr, open_levels, open_volume, sample_slices, unique_values
+from ..classmap import ClassMap
+from ..errors import SandsegError
+from ..lazy import MappedVolume, as_dask, is_zarr, open_levels, open_volume, sample_slices, unique_values
+from .layers import SOURCE_KEY, labels_layer_kwargs
 
 
 def lazy_layer_data(path: Path, looks_like_labels) -> list[tuple[Any, dict[str, Any], str]]:

@@ -12,12 +12,12 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-from ._layers import SOURCE_KEY, labels_layer_data, labels_layer_kwargs
-from .classmap import ClassMap
-from .errors import SandsegError
-from .io import TIFF_SUFFIXES, read_volume
-from .lazy import LAZY_BYTES, is_zarr, nbytes_on_disk
-from .units import layer_kwargs, read_voxel_size
+from ..classmap import ClassMap
+from ..errors import SandsegError
+from ..io import TIFF_SUFFIXES, read_volume
+from ..lazy import LAZY_BYTES, is_zarr, nbytes_on_disk
+from ..units import layer_kwargs, read_voxel_size
+from .layers import SOURCE_KEY, labels_layer_data, labels_layer_kwargs
 
 #: Integer data with at most this many distinct values (in a sample) opens as labels.
 MAX_LABEL_VALUES = 16
@@ -96,7 +96,7 @@ def _read(p: Path) -> list[LayerData]:
     """:func:`read_layers` without the voxel size."""
     if is_zarr(p) or nbytes_on_disk(p) >= LAZY_BYTES:
         # Big volumes and zarr stores open as dask arrays that napari reads slice by slice.
-        from ._lazy_layers import lazy_layer_data
+        from .lazy_layers import lazy_layer_data
 
         return lazy_layer_data(p, looks_like_labels)
     volume = read_volume(p)

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ._layers import SOURCE_KEY, labels_layer_data, labels_layer_kwargs
-from .classmap import ClassMap
+from ..classmap import ClassMap
+from .layers import SOURCE_KEY, labels_layer_data, labels_layer_kwargs
 
 #: Shape of the full-size sample (the reference data set's shape).
 FULL_SHAPE = (1600, 128, 128)
@@ -26,7 +26,7 @@ def sample_layers(image: np.ndarray, labels: np.ndarray, name: str, source: Any 
 
 def make_sandstone_sample() -> list[LayerData]:
     """The 1600 x 128 x 128 synthetic sandstone, generated (seed 0)."""
-    from .sample import make_sandstone
+    from ..sample import make_sandstone
 
     image, labels = make_sandstone(FULL_SHAPE, seed=0)
     return sample_layers(image, labels, "sandstone")
@@ -34,8 +34,8 @@ def make_sandstone_sample() -> list[LayerData]:
 
 def bundled_sandstone_sample() -> list[LayerData]:
     """The small bundled stack from ``sample_data/`` (generated if the files are absent)."""
-    from .bundled import bundled_sample_paths
-    from .io import read_volume
+    from ..bundled import bundled_sample_paths
+    from ..io import read_volume
 
     image_path, mask_path = bundled_sample_paths()
     layers = sample_layers(read_volume(image_path), read_volume(mask_path), "sandstone", mask_path)

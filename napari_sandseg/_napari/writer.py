@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ._layers import class_map_from_metadata, default_class_map, dense_ids
-from .errors import InputError
-from .io import write_labels
-from .units import layer_voxel_size
+from ..errors import InputError
+from ..io import write_labels
+from ..units import layer_voxel_size
+from .layers import class_map_from_metadata, default_class_map, dense_ids
 
 
 def labels_to_values(data: np.ndarray, metadata: dict[str, Any] | None, name: str) -> tuple[np.ndarray, Any]:

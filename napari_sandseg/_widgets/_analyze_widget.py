@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
     QTableWidgetItem,
 )
 
-from .._layers import class_map_from_metadata, default_class_map
+from .._napari.layers import class_map_from_metadata, default_class_map
 from ..classmap import ClassMap
 from ..command_lines import analyze_command
 from ..errors import Cancelled, InputError

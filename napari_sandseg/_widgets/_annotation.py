@@ -3,8 +3,8 @@
 An *annotation layer* is a Labels layer made for scribbles: 0 = unpainted, value ``k`` =
 class ``k - 1`` of the class map in ``layer.metadata[CLASS_MAP_KEY]`` (values ``1..K``, so an
 exported annotation holds the values as painted), flagged by ``metadata[ANNOTATION_KEY]``.
-Its colours come from :func:`napari_sandseg._layers.label_colormap` and its class names from
-:func:`napari_sandseg._layers.class_features` (napari's status bar shows ``class: quartz``).
+Its colours come from :func:`napari_sandseg._napari.layers.label_colormap` and its class names from
+:func:`napari_sandseg._napari.layers.class_features` (napari's status bar shows ``class: quartz``).
 
 The pure helpers come first; :class:`AnnotationPanel` is the Qt part the Train widget docks.
 """
@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import ANNOTATION_KEY, CLASS_MAP_KEY, class_features, class_map_from_metadata, label_colormap
+from .._napari.layers import ANNOTATION_KEY, CLASS_MAP_KEY, class_features, class_map_from_metadata, label_colormap
 from ..classmap import DEFAULT_COLORS, SANDSTONE_NAMES, ClassMap
 from ..errors import InputError
 from ._edits import painted_pixels

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
-from .._layers import class_map_from_metadata, labels_layer_data
+from .._napari.layers import class_map_from_metadata, labels_layer_data
 from ..autosave import autosave_dir, find_autosave, load_edits, load_painted
 from ..classmap import ClassMap
 from ..command_lines import train_command

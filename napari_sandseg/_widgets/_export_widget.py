@@ -11,8 +11,8 @@ from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPushButton
 
-from .._layers import ANNOTATION_KEY, SOURCE_KEY, class_map_from_metadata
-from .._writer import class_ids, labels_to_values
+from .._napari.layers import ANNOTATION_KEY, SOURCE_KEY, class_map_from_metadata
+from .._napari.writer import class_ids, labels_to_values
 from ..classmap import ClassMap, value_dtype
 from ..io import write_labels, write_volume
 from ..units import layer_voxel_size

@@ -124,7 +124,7 @@ def layer_file(layer: Any, state: Any) -> Path | None:
 
     None when the layer was never read from disk, was painted since, or its file is gone.
     """
-    from .._layers import layer_source
+    from .._napari.layers import layer_source
 
     source = layer_source(layer)
     if source is None or state.is_edited(layer) or not source.exists():

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels
 
-from .._layers import SOURCE_KEY, labels_layer_data, labels_layer_kwargs
+from .._napari.layers import SOURCE_KEY, labels_layer_data, labels_layer_kwargs
 from ..classmap import ClassMap
 
 

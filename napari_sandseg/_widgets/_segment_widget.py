@@ -95,7 +95,7 @@ def stream_job(engine: EngineProcess, model_path: Path, request: StreamRequest, 
     Yields :class:`SliceProgress` as the engine reports it. Opening the outputs here (not
     on the main thread) reads only their headers.
     """
-    from .._lazy_layers import lazy_array, lazy_labels
+    from .._napari.lazy_layers import lazy_array, lazy_labels
 
     images = request.images if isinstance(request.images, Path) else image_file(request.images, folder)
     summary = yield from engine.run(PredictFileRequest(

@@ -23,7 +23,7 @@ from napari.layers import Labels
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from .._layers import CLASS_MAP_KEY, layer_source
+from .._napari.layers import CLASS_MAP_KEY, layer_source
 from ..autosave import AutosaveWriter, EditSnapshot, autosave_dir
 from ..classmap import ClassMap
 from ..engine_process import EngineProcess

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
-from .._layers import class_map_from_metadata, default_class_map, dense_ids, labels_layer_data
+from .._napari.layers import class_map_from_metadata, default_class_map, dense_ids, labels_layer_data
 from ..classmap import ClassMap
 from ..command_lines import train_command
 from ..engine_process import EngineProcess

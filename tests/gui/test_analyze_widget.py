@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
+from napari_sandseg._napari.layers import labels_layer_data, labels_layer_kwargs
 from napari_sandseg._widgets._analyze_widget import AnalyzeWidget
 from napari_sandseg.analyze import analyze, analyze_pair
 from napari_sandseg.classmap import ClassMap

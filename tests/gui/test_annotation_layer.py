@@ -8,7 +8,7 @@ from napari.utils.notifications import notification_manager
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
-from napari_sandseg._layers import CLASS_MAP_KEY, UNPAINTED_NAME, class_map_from_metadata
+from napari_sandseg._napari.layers import CLASS_MAP_KEY, UNPAINTED_NAME, class_map_from_metadata
 from napari_sandseg._widgets._annotation import annotation_class_map, suggest_slices
 from napari_sandseg._widgets._export_widget import ExportWidget
 from napari_sandseg._widgets._train_widget import SPARSE_LABEL, TrainWidget

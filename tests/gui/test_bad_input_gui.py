@@ -15,8 +15,8 @@ import pytest
 import tifffile
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
-from napari_sandseg._reader import NO_LAYERS, napari_get_reader
+from napari_sandseg._napari.layers import labels_layer_data, labels_layer_kwargs
+from napari_sandseg._napari.reader import NO_LAYERS, napari_get_reader
 from napari_sandseg._widgets._export_widget import ExportWidget
 from napari_sandseg._widgets._train_widget import TrainWidget
 from napari_sandseg.classmap import ClassMap

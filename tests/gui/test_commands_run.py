@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_sandseg._layers import labels_layer_data
+from napari_sandseg._napari.layers import labels_layer_data
 from napari_sandseg._widgets._common import CommandBox, command_groups, format_command, wrap_command
 from napari_sandseg._widgets._files import LayerSnapshot, labels_file, write_sparse_mask
 from napari_sandseg.classmap import ClassMap

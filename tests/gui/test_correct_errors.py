@@ -6,7 +6,7 @@ import numpy as np
 
 import napari_sandseg._widgets._train_widget as train_module
 import napari_sandseg._widgets._workers as workers_module
-from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
+from napari_sandseg._napari.layers import labels_layer_data, labels_layer_kwargs
 from napari_sandseg._widgets._correct_widget import CorrectWidget
 from napari_sandseg._widgets._evaluate_widget import EvaluateWidget
 from napari_sandseg._widgets._state import session_for

@@ -14,7 +14,7 @@ import shlex
 import numpy as np
 import pytest
 
-from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
+from napari_sandseg._napari.layers import labels_layer_data, labels_layer_kwargs
 from napari_sandseg._widgets._correct_widget import CorrectWidget, SliceReady
 from napari_sandseg._widgets._segment_widget import SegmentWidget
 from napari_sandseg._widgets._state import session_for

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
+from napari_sandseg._napari.layers import labels_layer_data, labels_layer_kwargs
 from napari_sandseg._widgets._correct_widget import CorrectWidget, SliceReady, _Run
 from napari_sandseg._widgets._results import Segmentation
 from napari_sandseg._widgets._state import session_for

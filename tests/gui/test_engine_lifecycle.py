@@ -29,7 +29,7 @@ UNGUARDED_SCRIPT = textwrap.dedent(
     from napari_sandseg.classmap import ClassMap
     from napari_sandseg.engine_requests import TrainRequest
     from napari_sandseg.config import TrainConfig
-    from napari_sandseg.launch import open_viewer
+    from napari_sandseg._napari.launch import open_viewer
     from napari_sandseg.sample import make_sandstone
     from napari_sandseg._widgets._state import session_for
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 from qtpy.QtWidgets import QMessageBox
 
-from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
+from napari_sandseg._napari.layers import labels_layer_data, labels_layer_kwargs
 from napari_sandseg._widgets._evaluate_widget import EvaluateWidget, worst_slices
 from napari_sandseg._widgets._export_widget import ExportWidget
 from napari_sandseg.classmap import ClassMap

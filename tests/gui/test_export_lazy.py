@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import napari_sandseg._widgets._export_widget as export_module
-from napari_sandseg._layers import CLASS_MAP_KEY
+from napari_sandseg._napari.layers import CLASS_MAP_KEY
 from napari_sandseg._widgets._export_widget import ExportWidget, export_lazy_job
 from napari_sandseg.classmap import ClassMap
 from napari_sandseg.errors import Cancelled, InputError

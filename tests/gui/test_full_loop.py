@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from napari_sandseg._reader import napari_get_reader
+from napari_sandseg._napari.reader import napari_get_reader
 from napari_sandseg._widgets._correct_widget import CorrectWidget
 from napari_sandseg._widgets._evaluate_widget import EvaluateWidget
 from napari_sandseg._widgets._export_widget import ExportWidget

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from qtpy.QtWidgets import QTabBar
 
-from napari_sandseg.launch import WIDGETS, dock_widgets, open_viewer
+from napari_sandseg._napari.launch import WIDGETS, dock_widgets, open_viewer
 
 pytestmark = pytest.mark.gui
 

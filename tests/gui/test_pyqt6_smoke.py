@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     import qtpy
     from qtpy.QtWidgets import QApplication
 
-    from napari_sandseg.launch import WIDGETS, open_viewer
+    from napari_sandseg._napari.launch import WIDGETS, open_viewer
 
     assert qtpy.API_NAME == "PyQt6", qtpy.API_NAME
     viewer = open_viewer(show=True)

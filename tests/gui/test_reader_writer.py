@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sandseg._layers import CLASS_MAP_KEY
-from napari_sandseg._reader import looks_like_labels, napari_get_reader
-from napari_sandseg._sample_data import bundled_sandstone_sample
-from napari_sandseg._writer import write_labels_layer
+from napari_sandseg._napari.layers import CLASS_MAP_KEY
+from napari_sandseg._napari.reader import looks_like_labels, napari_get_reader
+from napari_sandseg._napari.sample_data import bundled_sandstone_sample
+from napari_sandseg._napari.writer import write_labels_layer
 from napari_sandseg.errors import InputError
 from napari_sandseg.io import read_volume, write_volume
 

@@ -17,8 +17,8 @@ import zarr
 from napari.layers import Labels
 from napari.utils.notifications import NotificationSeverity
 
-import napari_sandseg._reader as reader_module
-from napari_sandseg._layers import CLASS_MAP_KEY, SOURCE_KEY, label_colormap
+import napari_sandseg._napari.reader as reader_module
+from napari_sandseg._napari.layers import CLASS_MAP_KEY, SOURCE_KEY, label_colormap
 from napari_sandseg._widgets._common import format_command
 from napari_sandseg._widgets._segment_widget import CURRENT_SLICE, SegmentWidget
 from napari_sandseg._widgets._state import session_for

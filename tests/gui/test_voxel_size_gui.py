@@ -86,7 +86,7 @@ def test_evaluate_shows_physical_accuracy_in_the_layers_unit(make_napari_viewer,
     voxels (+0.2 pp porosity, all isolated). The widget's table, note, JSON and command say so."""
     import json
 
-    from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
+    from napari_sandseg._napari.layers import labels_layer_data, labels_layer_kwargs
     from napari_sandseg._widgets._evaluate_widget import EvaluateWidget
 
     class_map = ClassMap((0, 255))
@@ -117,7 +117,7 @@ def test_evaluate_shows_physical_accuracy_in_the_layers_unit(make_napari_viewer,
 
 def test_analyze_takes_the_layers_scale_unless_typed(make_napari_viewer, qtbot, tiny_stack):
     """A labels layer in micrometres is measured in them; a typed voxel size wins; pixels say so."""
-    from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
+    from napari_sandseg._napari.layers import labels_layer_data, labels_layer_kwargs
     from napari_sandseg._widgets._analyze_widget import AnalyzeWidget
     from napari_sandseg.cli import build_parser
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity
 
-from napari_sandseg._layers import labels_layer_data, labels_layer_kwargs
+from napari_sandseg._napari.layers import labels_layer_data, labels_layer_kwargs
 from napari_sandseg._widgets._correct_widget import CorrectWidget
 from napari_sandseg._widgets._evaluate_widget import EvaluateWidget
 from napari_sandseg._widgets._export_widget import ExportWidget

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -130,14 +131,51 @@ def train(
     ConfigError, InputError, ModelError
         For invalid settings, data or init model (before any training starts).
     """
-    from .model import ModelInfo, build_model, load_model, save_model, to_precision
+    from .callbacks import RunState
 
-    from . import distribute
-    from ._tf import has_gpu
-    from .patches import PatchSampler, fit_normalization, patch_size, patches_per_pass, scan_targets, wants_patches
+    plan = _plan(images, targets, class_map, config, Path(out_path))
+    run = _build_or_load(plan, class_map, init_model, Path(out_path), voxel_size)
+    if plan.use_patches:
+        train_ds, val_ds, batches = _patch_data(plan, run)
+    else:
+        train_ds, val_ds, batches = _slice_data(plan, run)
+    momentum = _compile_run(run, batches)
+    state = RunState(cancel, run.config.monitor)
+    events: queue.Queue[Any] = queue.Queue()
+    callbacks = _callbacks(run, plan, state, events, train_ds, val_ds, batches, momentum,
+                           fresh=init_model is None, preview=preview, preview_uncertainty=preview_uncertainty)
+    config = run.config
+    yield TrainEvent(
+        "start", 0, config.epochs, -1, batches, message=(
+            f"training {run.backbone} on {len(plan.train_idx)} slices, validating on {len(plan.val_idx)}, "
+            f"holding out {len(plan.test_idx)} for the test ({config.precision}, best epoch by {config.monitor})"
+        ),
+    )
+    yield from _fit_stream(run.model, train_ds, val_ds, config.epochs, callbacks, state, events)
+    return (yield from _finish(plan, run, state, batches))
+
+
+@dataclass
+class _Plan:
+    """What :func:`train` decides before it builds anything: settings, data layout and split."""
+
+    config: TrainConfig  # crop size decided; precision not yet
+    images: Any  # (Z, Y, X) array, or a volume read on the fly when use_patches
+    targets: Any  # int16 ids (-1 = not annotated), or the raw target volume when use_patches
+    use_patches: bool
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: np.ndarray
+    notes: list[str]  # what the sidecar should tell a user about the run, in the order decided
+    patch: int | None = None  # patch side when use_patches
+    index: Any = None  # patches.scan_targets' index when use_patches
+
+
+def _plan(images, targets, class_map: ClassMap, config: TrainConfig | None, out_path: Path) -> _Plan:
+    """Check the settings, the data and the destination; decide the crop and the split."""
+    from .patches import patch_size, scan_targets, wants_patches
 
     config = (config if config is not None else TrainConfig()).validate()
-    out_path = Path(out_path)
     # Volumes on disk (or too big to copy as float32) are trained from patches read on the fly;
     # small in-memory arrays keep the whole-slice pipeline.
     use_patches = wants_patches(images, targets)
@@ -156,24 +194,64 @@ def train(
     if config.crop_size == AUTO and resolved.crop_size is None:
         notes.append(f"crop_size 'auto': slices of {images.shape[1]} x {images.shape[2]} were trained whole")
     config = resolved
+    patch = index = None
     if use_patches:
         patch = patch_size(config.crop_size, images.shape[1:])
         index = scan_targets(targets, k, config.sparse, block=min(32, patch))
         slices = index.slices
     else:
-        t = prepare_targets(targets, k, config.sparse)
-        slices = annotated_slices(t)
+        targets = prepare_targets(targets, k, config.sparse)
+        slices = annotated_slices(targets)
     config.validate(n_slices=len(slices), slice_shape=images.shape[1:])
     train_idx, val_idx, test_idx = (slices[i] for i in split_indices(len(slices), config.val_fraction, config.test_fraction, config.seed))
+    return _Plan(config, images, targets, use_patches, train_idx, val_idx, test_idx, notes, patch, index)
+
+
+@dataclass
+class _Run:
+    """The model of a run and what its sidecar needs, shared by the steps of :func:`train`."""
+
+    config: TrainConfig  # everything decided (precision, a fine-tuned model's backbone)
+    class_map: ClassMap
+    norm: Normalization
+    backbone: str
+    model: Any  # the model being fit (distributed, mixed precision, fused batch norms)
+    strategy: Any
+    n_replicas: int
+    write_path: Path  # out_path, or a scratch file on a non-chief worker
+    notes: list[str]
+    voxel_size: Any = None
+    export: Any = None  # its uncompiled float32 twin: checkpoints, and predictions of a distributed run
+
+    def info(self, history: dict[str, list[float]], metrics: dict[str, Any] | None, extra: list[str]):
+        """The sidecar of the model as it stands."""
+        from .model import ModelInfo
+
+        return ModelInfo(
+            config=self.config.to_dict(), class_map=self.class_map, normalization=self.norm,
+            history={key: list(vals) for key, vals in history.items()}, metrics=metrics,
+            backbone=self.backbone, n_classes=self.class_map.n_classes, notes=self.notes + extra,
+            voxel_size=self.voxel_size,
+        )
+
+    def predictor(self):
+        """A plain single-device float32 model holding the current weights."""
+        return export_weights(self.export, self.model)
+
+
+def _build_or_load(plan: _Plan, class_map: ClassMap, init_model, out_path: Path, voxel_size) -> _Run:
+    """Pick the distribution strategy and precision, then build the model or load the one to fine-tune."""
+    from . import distribute
+    from ._tf import has_gpu
+    from .model import build_model, load_model, to_precision
+    from .patches import fit_normalization
 
     # Before any other TensorFlow operation: the multi-worker strategy sets up the runtime.
-    strategy = distribute.select_strategy(config.strategy)
-    n_replicas = distribute.replicas(strategy)
-    write_path = distribute.worker_out_path(out_path)  # non-chief workers write scratch files
-    config = config.resolve_precision(gpu=has_gpu())
+    strategy = distribute.select_strategy(plan.config.strategy)
+    config = plan.config.resolve_precision(gpu=has_gpu())
+    notes = plan.notes
     if config.precision != "float32":
         notes.append(f"trained in {config.precision} (float32 weights); the saved model computes in float32")
-
     with strategy.scope():  # model and optimizer variables must be created under the strategy
         if init_model is not None:
             model, init_info = load_model(init_model)
@@ -193,118 +271,141 @@ def train(
             from ._tf import tf
 
             tf().keras.utils.set_random_seed(config.seed)  # reproducible initial weights
-            if use_patches:
-                norm = fit_normalization(images, train_idx, config.seed)
+            if plan.use_patches:
+                norm = fit_normalization(plan.images, plan.train_idx, config.seed)
             else:
-                norm = Normalization.fit(images[train_idx], seed=config.seed)
-            model = build_model(config.backbone, k, config.encoder_weights, precision=config.precision)
+                norm = Normalization.fit(plan.images[plan.train_idx], seed=config.seed)
+            model = build_model(config.backbone, class_map.n_classes, config.encoder_weights, precision=config.precision)
             backbone = config.backbone
+    return _Run(config, class_map, norm, backbone, model, strategy, distribute.replicas(strategy),
+                distribute.worker_out_path(out_path), notes, voxel_size)
 
-    if use_patches:
-        samplers = [
-            PatchSampler(images, targets, index, part, norm, patch, k, config.sparse, augment=config.augment and i == 0)
-            for i, part in enumerate((train_idx, val_idx))
-        ]
-        n_train = config.patches_per_epoch or patches_per_pass(len(train_idx), images.shape[1:], patch)
-        n_val = max(config.batch_size, min(256, patches_per_pass(len(val_idx), images.shape[1:], patch)))
-        # Each multi-worker process draws its own patches (the dataset is not sharded).
-        seed = config.seed + 7919 * distribute.worker_rank()
-        train_ds = samplers[0].dataset(n_train, config.batch_size, seed)
-        val_ds = samplers[1].dataset(n_val, config.batch_size, config.seed + 1, fixed=True)
-        batches = -(-n_train // config.batch_size)
-        notes.append(f"trained on {patch} x {patch} patches read on the fly ({n_train} per epoch)")
-    else:
-        # crops_per_epoch is None or comes with a crop size (validate() checks it)
-        train_ds = make_dataset(
-            images[train_idx], t[train_idx], norm, config.batch_size, augment=config.augment, shuffle=True,
-            seed=config.seed, crop=config.crop_size, n_classes=k, samples=config.crops_per_epoch,
-        )
-        val_ds = make_dataset(images[val_idx], t[val_idx], norm, config.batch_size, shuffle=False, n_classes=k)
-        batches = -(-(config.crops_per_epoch or len(train_idx)) // config.batch_size)
-        if config.crop_size is not None:
-            per_epoch = config.crops_per_epoch or len(train_idx)
-            notes.append(f"trained on random {config.crop_size} x {config.crop_size} crops ({per_epoch} per epoch)")
-    momentum = adapt_batchnorm_momentum(model, config.epochs * batches)
-    if n_replicas > 1:
-        distribute.synchronize_batchnorm(model)  # global-batch statistics on every replica
-        notes.append(f"trained with {distribute.describe(strategy)}")
-    with strategy.scope():
-        _compile(model, config, batches, n_replicas)
-    if distribute.is_multiworker(strategy):
-        distribute.patch_multiworker_fit(model)
 
-    def make_info(history: dict[str, list[float]], metrics: dict[str, Any] | None, extra: list[str]) -> ModelInfo:
-        return ModelInfo(
-            config=config.to_dict(), class_map=class_map, normalization=norm,
-            history={key: list(vals) for key, vals in history.items()}, metrics=metrics,
-            backbone=backbone, n_classes=k, notes=notes + extra, voxel_size=voxel_size,
-        )
+def _patch_data(plan: _Plan, run: _Run):
+    """Training and validation datasets of patches read on the fly, and batches per epoch."""
+    from . import distribute
+    from .patches import PatchSampler, patches_per_pass
 
-    from .callbacks import RunState, make_callbacks, validation_mean_iou
+    config, k, shape = run.config, run.class_map.n_classes, plan.images.shape[1:]
+    samplers = [
+        PatchSampler(plan.images, plan.targets, plan.index, part, run.norm, plan.patch, k, config.sparse,
+                     augment=config.augment and i == 0)
+        for i, part in enumerate((plan.train_idx, plan.val_idx))
+    ]
+    n_train = config.patches_per_epoch or patches_per_pass(len(plan.train_idx), shape, plan.patch)
+    n_val = max(config.batch_size, min(256, patches_per_pass(len(plan.val_idx), shape, plan.patch)))
+    # Each multi-worker process draws its own patches (the dataset is not sharded).
+    seed = config.seed + 7919 * distribute.worker_rank()
+    train_ds = samplers[0].dataset(n_train, config.batch_size, seed)
+    val_ds = samplers[1].dataset(n_val, config.batch_size, config.seed + 1, fixed=True)
+    run.notes.append(f"trained on {plan.patch} x {plan.patch} patches read on the fly ({n_train} per epoch)")
+    return train_ds, val_ds, -(-n_train // config.batch_size)
+
+
+def _slice_data(plan: _Plan, run: _Run):
+    """Training and validation datasets of whole slices or random crops, and batches per epoch."""
+    config, k, t = run.config, run.class_map.n_classes, plan.targets
+    images, train_idx, val_idx = plan.images, plan.train_idx, plan.val_idx
+    # crops_per_epoch is None or comes with a crop size (validate() checks it)
+    train_ds = make_dataset(
+        images[train_idx], t[train_idx], run.norm, config.batch_size, augment=config.augment, shuffle=True,
+        seed=config.seed, crop=config.crop_size, n_classes=k, samples=config.crops_per_epoch,
+    )
+    val_ds = make_dataset(images[val_idx], t[val_idx], run.norm, config.batch_size, shuffle=False, n_classes=k)
+    if config.crop_size is not None:
+        per_epoch = config.crops_per_epoch or len(train_idx)
+        run.notes.append(f"trained on random {config.crop_size} x {config.crop_size} crops ({per_epoch} per epoch)")
+    return train_ds, val_ds, -(-(config.crops_per_epoch or len(train_idx)) // config.batch_size)
+
+
+def _compile_run(run: _Run, batches: int) -> float:
+    """Batch-norm momentum for the run's length, replica sync, compile; make the export twin.
+
+    Returns the momentum set (:func:`adapt_batchnorm_momentum`).
+    """
+    from . import distribute
     from .model import plain_copy
 
-    state = RunState(cancel, config.monitor)
-    events: queue.Queue[Any] = queue.Queue()
+    model = run.model
+    momentum = adapt_batchnorm_momentum(model, run.config.epochs * batches)
+    if run.n_replicas > 1:
+        distribute.synchronize_batchnorm(model)  # global-batch statistics on every replica
+        run.notes.append(f"trained with {distribute.describe(run.strategy)}")
+    with run.strategy.scope():
+        _compile(model, run.config, batches, run.n_replicas)
+    if distribute.is_multiworker(run.strategy):
+        distribute.patch_multiworker_fit(model)
     # Uncompiled float32 twin used for checkpoints (no optimizer state) and, where the trained
     # model is distributed or mixed precision, for predictions.
-    export = plain_copy(model)
-    distribute.synchronize_batchnorm(export, False)  # inference needs no cross-replica sync
+    run.export = plain_copy(model)
+    distribute.synchronize_batchnorm(run.export, False)  # inference needs no cross-replica sync
+    return momentum
+
+
+def _callbacks(run: _Run, plan: _Plan, state, events: queue.Queue, train_ds, val_ds, batches: int,
+               momentum: float, *, fresh: bool, preview, preview_uncertainty) -> list:
+    """The Keras callbacks of a run: events, checkpoints, validation mean IoU, previews."""
+    from . import distribute
+    from .callbacks import PREVIEW_REFRESH_BATCHES, FreshStatistics, make_callbacks, validation_mean_iou
+    from .model import save_model
+
+    config, model, k = run.config, run.model, run.class_map.n_classes
 
     def save_best(epoch: int) -> None:
-        export.set_weights(model.get_weights())
-        save_model(export, write_path, make_info(state.history, None, [f"checkpoint of epoch {epoch + 1}"]))
+        run.export.set_weights(model.get_weights())
+        save_model(run.export, run.write_path, run.info(state.history, None, [f"checkpoint of epoch {epoch + 1}"]))
 
     def val_mean_iou() -> float:
         # The model as fit evaluates it (val_loss is computed in the training precision too).
-        predictor = model if n_replicas == 1 else export_weights(export, model)
+        predictor = model if run.n_replicas == 1 else run.predictor()
         return validation_mean_iou(predictor.predict_on_batch, val_ds, k, stop=state.stopping)
 
     # A model built here starts its moving statistics at 0/1 (a loaded or pretrained one has
     # meaningful statistics already): they are refreshed while young, on the plain twin. Not
     # across workers, where each would compute them on its own batches.
-    fresh = init_model is None and config.encoder_weights is None and not distribute.is_multiworker(strategy)
-    from .callbacks import PREVIEW_REFRESH_BATCHES, FreshStatistics
-
-    fresh_stats = FreshStatistics(export, batchnorm_layers(export), momentum, train_ds.take) if fresh else None
+    fresh = fresh and config.encoder_weights is None and not distribute.is_multiworker(run.strategy)
+    fresh_stats = FreshStatistics(run.export, batchnorm_layers(run.export), momentum, train_ds.take) if fresh else None
 
     def preview_labels() -> tuple[int, np.ndarray, np.ndarray | None] | None:
         z = preview()
-        if z is None or not 0 <= int(z) < images.shape[0]:
+        if z is None or not 0 <= int(z) < plan.images.shape[0]:
             return None
         from .predict import predict_volume
 
-        slice_ = np.asarray(images[int(z) : int(z) + 1])
+        slice_ = np.asarray(plan.images[int(z) : int(z) + 1])
         entropy = bool(preview_uncertainty is not None and preview_uncertainty())
         # Within the first epochs the moving statistics lag far behind the weights (a preview with
         # them was near-blank in the middle of epochs 1 and 2): a cheap precise-BN estimate first.
         young = fresh_stats is not None and fresh_stats.young()
-        predictor = fresh_stats.refresh(model, PREVIEW_REFRESH_BATCHES) if young else export_weights(export, model)
-        shown = predict_volume(predictor, slice_, make_info({}, None, []), batch_size=1, uncertainty=entropy)
+        predictor = fresh_stats.refresh(model, PREVIEW_REFRESH_BATCHES) if young else run.predictor()
+        shown = predict_volume(predictor, slice_, run.info({}, None, []), batch_size=1, uncertainty=entropy)
         return int(z), shown.labels[0], None if shown.uncertainty is None else shown.uncertainty[0]
 
-    callbacks = make_callbacks(
+    return make_callbacks(
         state, events, config.epochs, batches, save_best, config.patience, config.lr_schedule == "plateau",
         val_mean_iou,
         fresh_batchnorm=fresh_stats,
         preview=preview_labels if preview is not None else None,
     )
 
+
+def _fit_stream(model, train_ds, val_ds, epochs: int, callbacks: list, state, events: queue.Queue):
+    """Run ``model.fit`` in a thread and yield the events its callbacks queue, until it ends.
+
+    The fit thread's exception is re-raised here; a consumer that stops early (closes the
+    generator, or fails) stops the fit at the next batch and waits for it.
+    """
+
     def fit() -> None:
         try:
             # verbose=0 always: Keras' progress bar writes to sys.stdout, which is None in
             # napari's bundled app and crashes there.
-            model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks, verbose=0, shuffle=False)
+            model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
         except BaseException as exc:  # handed to the consumer's thread and re-raised there
             events.put((_FINISHED, exc))
         else:
             events.put((_FINISHED, None))
 
-    yield TrainEvent(
-        "start", 0, config.epochs, -1, batches, message=(
-            f"training {backbone} on {len(train_idx)} slices, validating on {len(val_idx)}, "
-            f"holding out {len(test_idx)} for the test ({config.precision}, best epoch by {config.monitor})"
-        ),
-    )
     thread = threading.Thread(target=fit, name="sandseg-fit", daemon=True)
     thread.start()
     try:
@@ -320,6 +421,13 @@ def train(
             state.abort.set()
             thread.join()
 
+
+def _finish(plan: _Plan, run: _Run, state, batches: int) -> Generator[TrainEvent, None, TrainResult]:
+    """Keep the best weights, score the test slices, save the model; yield ``done``."""
+    from .model import save_model
+    from .patches import PatchSampler, patches_per_pass
+
+    config, model = run.config, run.model
     extra: list[str] = []
     if state.best_weights is not None:
         model.set_weights(state.best_weights)
@@ -330,28 +438,31 @@ def train(
         extra.append("training was cancelled by the user")
 
     test_metrics = None
-    if len(test_idx) and use_patches:
+    test_idx = plan.test_idx
+    if len(test_idx) and plan.use_patches:
         # A fixed sample of test patches: whole test slices of a big volume would not fit.
-        tester = PatchSampler(images, targets, index, test_idx, norm, patch, k, config.sparse)
-        test_x, test_t = tester.stack(max(config.batch_size, min(256, patches_per_pass(len(test_idx), images.shape[1:], patch))), config.seed + 2)
-        test_metrics = evaluate_slices(export_weights(export, model), test_x, test_t, make_info({}, None, []), config.batch_size)
+        tester = PatchSampler(plan.images, plan.targets, plan.index, test_idx, run.norm, plan.patch,
+                              run.class_map.n_classes, config.sparse)
+        n_test = max(config.batch_size, min(256, patches_per_pass(len(test_idx), plan.images.shape[1:], plan.patch)))
+        test_x, test_t = tester.stack(n_test, config.seed + 2)
+        test_metrics = evaluate_slices(run.predictor(), test_x, test_t, run.info({}, None, []), config.batch_size)
     elif len(test_idx):
         # The saved model: under a multi-replica strategy or mixed precision, the plain float32 twin.
-        predictor = export_weights(export, model) if n_replicas > 1 or config.precision != "float32" else model
-        test_metrics = evaluate_slices(predictor, images[test_idx], t[test_idx], make_info({}, None, []), config.batch_size)
-    info = make_info(state.history, test_metrics, extra)
-    export.set_weights(model.get_weights())
-    save_model(export, write_path, info)
-    done = TrainEvent(
+        predictor = run.predictor() if run.n_replicas > 1 or config.precision != "float32" else model
+        test_metrics = evaluate_slices(predictor, plan.images[test_idx], plan.targets[test_idx],
+                                       run.info({}, None, []), config.batch_size)
+    info = run.info(state.history, test_metrics, extra)
+    run.export.set_weights(model.get_weights())
+    save_model(run.export, run.write_path, info)
+    yield TrainEvent(
         "done", len(state.history.get("loss", [])) - 1, config.epochs, -1, batches,
         fraction=1.0, message="; ".join(extra), logs={},
     )
-    yield done
     # A distributed model's variables live on several devices, and a mixed-precision one would
     # predict a little differently from the saved file: callers get the plain float32 twin.
-    plain = n_replicas == 1 and config.precision == "float32"
-    return TrainResult(model if plain else export, info, write_path, info.history, state.cancelled, test_metrics, state.best_epoch)
-
+    plain = run.n_replicas == 1 and config.precision == "float32"
+    return TrainResult(model if plain else run.export, info, run.write_path, info.history, state.cancelled,
+                       test_metrics, state.best_epoch)
 
 
 def export_weights(export, model):

@@ -574,10 +574,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_export_model(args: argparse.Namespace) -> int:
     """Write a bioimage.io model package and print the reference tools' verdict on it."""
     from .errors import ModelError
-    from .model_package import DEFAULT_LICENSE, PackageMetadata, export_package, validate_package
+    from .model_package import DEFAULT_LICENSE, PACKAGE_SUFFIX, PackageMetadata, export_package, validate_package
     from .units import parse_voxel_size
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, args.overwrite, suffixes=(PACKAGE_SUFFIX,))
     meta = PackageMetadata(
         name=args.name, authors=tuple(args.author), license=args.license or DEFAULT_LICENSE,
         voxel_size=None if args.voxel_size is None else parse_voxel_size(args.voxel_size),

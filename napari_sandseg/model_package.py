@@ -30,6 +30,7 @@ import numpy as np
 
 from .choices import DEFAULT_TILE_HALO, SIZE_MULTIPLE
 from .errors import ConfigError, ModelError
+from .targets import MODEL_SUFFIX, check_target
 from .units import VoxelSize
 
 #: File name suffix of a model package.
@@ -159,9 +160,7 @@ def extract_package(path: str | os.PathLike, target: str | os.PathLike, overwrit
     from .io import atomic_write
     from .model import sidecar_path
 
-    target = Path(target)
-    if target.suffix != ".keras":
-        raise ConfigError(f"{target}: a model file must end in .keras")
+    target = check_target(target, overwrite, suffixes=(MODEL_SUFFIX,))
     with _unpacked(path) as keras_file:
         for src, dst in ((keras_file, target), (sidecar_path(keras_file), sidecar_path(target))):
             with atomic_write(dst, overwrite=overwrite) as tmp:
@@ -244,12 +243,9 @@ def export_package(
         from .units import read_voxel_size
 
         meta = dataclasses.replace(meta, voxel_size=read_voxel_size(images))  # None when the file has none
-    out_path = Path(out_path)
-    if out_path.suffix.lower() != PACKAGE_SUFFIX:
-        raise ConfigError(f"{out_path}: a bioimage.io model package must end in {PACKAGE_SUFFIX}")
+    out_path = check_target(out_path, overwrite, suffixes=(PACKAGE_SUFFIX,))  # before the slow work
     spec = _import_spec()
     _check_metadata(meta)
-    # atomic_write checks the destination first, so a bad one fails before the slow work
     with atomic_write(out_path, overwrite=overwrite) as tmp_zip, \
             tempfile.TemporaryDirectory(prefix="sandseg-export-") as tmp:
         model, info = _load_any(model_path)

@@ -2,7 +2,8 @@
 
 Every writer (:func:`napari_sandseg.io.atomic_write`, hence ``write_volume``/``write_labels``
 and the TIFF slab writer; the zarr slab writer; :func:`napari_sandseg.model.save_model`;
-``predict_file``, ``predict_cluster``, ``train``), the command line and the widgets ask
+``predict_file``, ``predict_cluster``, ``train``, the bioimage.io package export and
+extraction), the command line and the widgets ask
 :func:`target_problem` (or :func:`check_target`, which raises it) before they write. A bad
 destination is so refused before any slow work, in the same words wherever it is met; only
 the name of the overwrite switch differs (``--overwrite``, the widget's box, ``overwrite=True``).

@@ -11,7 +11,7 @@ import tifffile
 from napari_sandseg import cli
 from napari_sandseg.classmap import ClassMap
 from napari_sandseg.data import Normalization
-from napari_sandseg.errors import ConfigError, ModelError
+from napari_sandseg.errors import ConfigError, ModelError, OutputError
 from napari_sandseg.model import ModelInfo, build_model, load_model, read_info, save_model
 from napari_sandseg.model_package import (
     INPUT_ID,
@@ -219,7 +219,7 @@ def test_export_refuses_overwrite_and_leaves_nothing_on_failure(package, model_f
     err = capsys.readouterr().err
     assert code == cli.EXIT_USAGE and "licence 'not-a-licence' is not an SPDX" in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []  # no package, no temp file
-    with pytest.raises(ConfigError, match="must end in .zip"):
+    with pytest.raises(OutputError, match=r"m\.keras: the file name must end in \.zip"):
         export_package(model_file, tmp_path / "m.keras")
     with pytest.raises(ConfigError, match="author"):
         export_package(model_file, out, metadata=PackageMetadata(authors=("a/b",)))

@@ -27,6 +27,7 @@ MESSAGES = {
     "exists": "{out}: already exists; choose another name or allow overwriting ({allow})",
     "input": "{out}: is also an input of this run; choose another name (an output never overwrites its input)",
     "not .keras": "{out}: the file name must end in .keras",
+    "not .zip": "{out}: the file name must end in .zip",
     "folder": "{out}: is a folder; give a file name",
     "folder named .zarr": "{out}: is a folder but not a zarr store, and replacing it would delete it; choose another name",
 }
@@ -94,6 +95,15 @@ WRITERS = {
     "sandseg train": (lambda o, w, i, c: _cli(["train", "--images", i, "--masks", i, "--out", o]
                                               + (["--overwrite"] if w else []), c), ".keras", OVERWRITE_CLI,
                       ("missing folder", "exists", "not .keras", "folder")),
+    "model_package.extract_package": (lambda o, w, i, c: _raised(lambda: __import__(
+        "napari_sandseg.model_package").model_package.extract_package(i.parent / "m.zip", o, overwrite=w)), ".keras",
+        OVERWRITE_API, ("missing folder", "exists", "not .keras", "folder")),
+    "model_package.export_package": (lambda o, w, i, c: _raised(lambda: __import__(
+        "napari_sandseg.model_package").model_package.export_package(i.parent / "m.keras", o, overwrite=w)), ".zip",
+        OVERWRITE_API, ("missing folder", "exists", "not .zip", "folder")),
+    "sandseg export-model": (lambda o, w, i, c: _cli(["export-model", "--model", i.parent / "m.keras", "--out", o]
+                                                     + (["--overwrite"] if w else []), c), ".zip", OVERWRITE_CLI,
+                             ("missing folder", "exists", "not .zip", "folder")),
     "Segment widget (output_problem)": (lambda o, w, i, c: __import__("napari_sandseg._widgets._files").
                                         _widgets._files.output_problem(o, w, i), ".tif", OVERWRITE_WIDGET,
                                         ("missing folder", "exists", "input", "folder named .zarr")),
@@ -117,6 +127,8 @@ def _destination(case: str, tmp: Path, suffix: str, images: Path) -> tuple[Path,
         return images, True  # consent to overwrite never extends to the input
     if case == "not .keras":
         return tmp / "model.h5", True
+    if case == "not .zip":
+        return tmp / "package.tar", True
     if case == "folder":
         out = tmp / f"dir{suffix}"
         out.mkdir()

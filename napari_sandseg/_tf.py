@@ -110,12 +110,16 @@ def describe_device() -> str:
 
 
 def configure_gpu() -> bool:
-    """Enable memory growth and mixed precision when a GPU is visible.
+    """Let TensorFlow take GPU memory as it needs it, instead of all of it at once.
+
+    Device set-up only: the arithmetic is the caller's explicit ``precision`` (resolved by
+    :func:`napari_sandseg.choices.resolve_precision`), never a global Keras policy, so the
+    engine process computes exactly what ``sandseg`` does on the same machine.
 
     Returns
     -------
     bool
-        True when a GPU was found and configured.
+        True when a GPU was found.
     """
     t = tf()
     gpus = t.config.list_physical_devices("GPU")
@@ -124,6 +128,4 @@ def configure_gpu() -> bool:
             t.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised: growth can only be set before first use
             pass
-    if gpus:
-        t.keras.mixed_precision.set_global_policy("mixed_float16")
     return bool(gpus)

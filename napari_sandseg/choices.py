@@ -121,6 +121,13 @@ def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
 def auto_precision(gpu: Callable[[], bool]) -> str:
     """What ``precision="auto"`` means on this machine, for training and prediction alike.
 
+    bfloat16 only where it was measured to pay: a CPU that computes it natively, with no GPU.
+    On a GPU "auto" is float32: the saved models are float32, and neither bfloat16 nor
+    float16 (which would also need loss scaling) has been measured on a GPU here. Before
+    issue 13 the engine process set Keras' global policy to ``mixed_float16`` on a GPU; the
+    layers were built under an explicit float32 policy all the same, so only the optimizer
+    differed (a loss-scale wrapper the command line never had).
+
     Parameters
     ----------
     gpu : callable
@@ -133,6 +140,34 @@ def auto_precision(gpu: Callable[[], bool]) -> str:
         ``"mixed_bfloat16"`` on a native-bfloat16 CPU without a GPU, else ``"float32"``.
     """
     return "mixed_bfloat16" if native_bf16() and not gpu() else "float32"
+
+
+def resolve_precision(precision: str, gpu: Callable[[], bool]) -> str:
+    """``precision`` checked, with ``"auto"`` decided (:func:`auto_precision`).
+
+    The one resolution of a precision: training (:meth:`napari_sandseg.config.TrainConfig.resolve_precision`)
+    and prediction (:func:`napari_sandseg.predict.resolve_predict_precision`), from the command
+    line or the engine process, all end here.
+
+    Parameters
+    ----------
+    precision : {"float32", "mixed_bfloat16", "auto"}
+        The choice (one of :data:`PRECISIONS`).
+    gpu : callable
+        As in :func:`auto_precision`.
+
+    Returns
+    -------
+    str
+        One of :data:`MODEL_PRECISIONS`.
+
+    Raises
+    ------
+    ConfigError
+        For a precision not in :data:`PRECISIONS`.
+    """
+    check_choice("precision", precision, PRECISIONS)
+    return auto_precision(gpu) if precision == AUTO else precision
 
 
 def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:

@@ -167,7 +167,7 @@ def _model(path: Path) -> tuple[Any, Any]:
 
 
 def device_job(request: DeviceRequest, cancel: JobControl) -> Generator[str, None, str]:
-    """Enable GPU memory growth and mixed precision, describe the device."""
+    """Enable GPU memory growth (device set-up only: no global precision policy), describe the device."""
     from ._tf import configure_gpu, describe_device
 
     yield "importing TensorFlow"

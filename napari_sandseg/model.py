@@ -7,6 +7,7 @@ model correctly: class map, normalisation, training config, history and held-out
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -196,10 +197,8 @@ def build_model(backbone: str = DEFAULT_BACKBONE, n_classes: int = 4, encoder_we
     from ._tf import keras as _keras_module
     from ._tf import sm
 
-    keras, seg = _keras_module(), sm()
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)  # layers take the policy when created
-    try:
+    seg = sm()
+    with dtype_policy(precision):
         if encoder_weights is None:
             model = seg.Unet(
                 backbone, input_shape=(None, None, 1), classes=int(n_classes), activation="softmax",
@@ -207,10 +206,29 @@ def build_model(backbone: str = DEFAULT_BACKBONE, n_classes: int = 4, encoder_we
             )
         else:
             model = _build_pretrained(seg, backbone, int(n_classes))
+        model = model if precision == "float32" else _cast_output(model)
+        return fused_copy(model) if fused else model
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str) -> Iterator[None]:
+    """Keras' global dtype policy set to ``precision`` for the duration, then restored.
+
+    Layers and models take the global policy when they are created, and ``compile`` wraps the
+    optimizer in a loss-scale optimizer when a model's policy is ``mixed_float16``. Models are
+    therefore only ever created inside this scope, in the precision asked for, and the global
+    policy a caller (or Keras' default, float32) set is what it finds afterwards: nothing in
+    this package changes it for good.
+    """
+    from ._tf import keras as _keras_module
+
+    keras = _keras_module()
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
     finally:
         keras.mixed_precision.set_global_policy(previous)  # the policy must not leak to later models
-    model = model if precision == "float32" else _cast_output(model)
-    return fused_copy(model) if fused else model
 
 
 def _cast_output(model):
@@ -253,9 +271,10 @@ def to_precision(model, precision: str, fused: bool | None = None):
     config = _with_policy(model.get_config(), precision)
     if fused is not None:
         config = fused_config(config) if fused else plain_config(config)
-    copy = type(model).from_config(config, custom_objects=custom_objects())
-    if precision != "float32" and OUTPUT_CAST not in {layer.name for layer in copy.layers}:
-        copy = _cast_output(copy)
+    with dtype_policy(precision):
+        copy = type(model).from_config(config, custom_objects=custom_objects())
+        if precision != "float32" and OUTPUT_CAST not in {layer.name for layer in copy.layers}:
+            copy = _cast_output(copy)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -423,9 +442,10 @@ def load_model(path: str | os.PathLike, fused: bool = True):
         return load_package(path, fused=fused)
     _check_model_file(path)
     info, recorded_sha = _read_sidecar(path)
-    model = _load_keras(path, info)
-    if fused and not count_fused(model):
-        model = fused_copy(model)
+    with dtype_policy("float32"):  # saved models are float32, whatever policy the caller set
+        model = _load_keras(path, info)
+        if fused and not count_fused(model):
+            model = fused_copy(model)
     n_out = output_classes(model)
     if n_out != info.n_classes:
         raise ModelError(

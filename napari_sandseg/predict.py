@@ -27,8 +27,7 @@ from .choices import (
     PRECISIONS,
     PREDICT_BATCH_SIZE,
     SIZE_MULTIPLE,
-    auto_precision,
-    check_choice,
+    resolve_precision,
 )
 from .data import pad_slices, padded_size
 from .errors import Cancelled, ConfigError, InputError
@@ -123,15 +122,12 @@ def resolve_predict_precision(precision: str = AUTO, gpu: bool | None = None) ->
     Raises
     ------
     ConfigError
-        For a precision not in :data:`napari_sandseg.choices.PRECISIONS` (the one check of a
-        prediction's precision: every prediction path resolves it here).
+        For a precision not in :data:`napari_sandseg.choices.PRECISIONS` (every prediction path
+        resolves it here, through :func:`napari_sandseg.choices.resolve_precision`).
     """
-    check_choice("precision", precision, PRECISIONS)
-    if precision != AUTO:
-        return precision
     from ._tf import has_gpu
 
-    return auto_precision(has_gpu if gpu is None else lambda: gpu)
+    return resolve_precision(precision, has_gpu if gpu is None else lambda: gpu)
 
 
 def model_at(model, precision: str):

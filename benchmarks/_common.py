@@ -364,6 +364,11 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+#: machine() imports TensorFlow for its version and GPUs; a benchmark running napari in-process
+#: (event_loop.py) turns this off: TensorFlow loaded beside Qt there crashed the process on exit.
+LOAD_TENSORFLOW = True
+
+
 def machine() -> dict[str, Any]:
     """CPU model and flags, logical cores, memory, load average at start and now, library versions."""
     import psutil
@@ -377,6 +382,12 @@ def machine() -> dict[str, Any]:
         "load_average_at_start": list(_STARTED["load_average"]),
         "load_average_at_end": list(os.getloadavg()),
     }
+    if not LOAD_TENSORFLOW:
+        from importlib.metadata import version
+
+        info["tensorflow"], info["keras"] = version("tensorflow"), version("keras")
+        info["gpu"] = "not checked: TensorFlow is not loaded in this process"
+        return {**info, **_flags_record()}
     try:
         import keras
         import tensorflow as tf
@@ -386,10 +397,13 @@ def machine() -> dict[str, Any]:
         info["gpu"] = [d.name for d in tf.config.list_physical_devices("GPU")]
     except ImportError:  # pragma: no cover - benchmarks need TF, but keep machine() usable
         pass
+    return {**info, **_flags_record()}
+
+
+def _flags_record() -> dict[str, Any]:
     flags = _cpu_flags()
-    info["cpu_flags_of_interest"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    info["cpu_flags"] = sorted(flags)
-    return info
+    return {"cpu_flags_of_interest": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags],
+            "cpu_flags": sorted(flags)}
 
 
 def _cpu_model() -> str:

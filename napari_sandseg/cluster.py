@@ -237,7 +237,7 @@ def predict_cluster(
         task = {"batch_size": batch_size, "tta": tta, "tile_size": tile_size, "tile_halo": tile_halo,
                 "precision": cluster_precision(client, precision)}
         with slab_writer(out_path, tuple(volume.shape), label_dtype, overwrite=overwrite,
-                         voxel_size=voxel_size) as writer:
+                         voxel_size=voxel_size, class_map=info.class_map) as writer:
             _run_in_order(client, as_completed, writer, slabs, str(images_path), task, window,
                           info.class_map.decode, volume.shape[0], cancel, progress)
     finally:

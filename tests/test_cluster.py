@@ -9,6 +9,7 @@ import tifffile
 from napari_sandseg.classmap import ClassMap
 from napari_sandseg.data import Normalization
 from napari_sandseg.errors import ConfigError, OutputError
+from napari_sandseg.lazy import open_volume
 from napari_sandseg.model import ModelInfo, build_model, load_model, save_model
 from napari_sandseg.predict import predict_volume
 
@@ -79,7 +80,11 @@ def test_zarr_output_and_errors(model_file, volume_file, client, tmp_path):
                           precision="mixed_bfloat16")
     model, info = load_model(model_file)
     expected = CLASS_MAP.decode(predict_volume(model, vol, info, batch_size=4, precision="mixed_bfloat16").labels)
-    assert np.array_equal(zarr.open_array(str(out), mode="r")[:], expected)
+    assert np.array_equal(open_volume(out)[:], expected)
+    # An OME-Zarr label image like the single-process output: each class value named.
+    image_label = zarr.open_group(str(out), mode="r").attrs["ome"]["image-label"]
+    assert [(p["label-value"], p["class"]) for p in image_label["properties"]] == list(
+        zip(CLASS_MAP.values, CLASS_MAP.names))
     assert not list(tmp_path.glob(".*tmp*"))  # the temp store was renamed into place
     with pytest.raises(OutputError, match="already exists"):
         predict_cluster(model_file, path, out, client=client)
@@ -88,8 +93,6 @@ def test_zarr_output_and_errors(model_file, volume_file, client, tmp_path):
 
 
 def test_cli_predict_on_local_workers_and_error_contract(model_file, volume_file, tmp_path, capsys):
-    import zarr
-
     from napari_sandseg.cli import main
 
     path, vol = volume_file
@@ -98,7 +101,7 @@ def test_cli_predict_on_local_workers_and_error_contract(model_file, volume_file
     model, info = load_model(model_file)
     # The CLI's precision is "auto"; the local worker decides it on this same machine.
     expected = CLASS_MAP.decode(predict_volume(model, vol, info, batch_size=4, precision="auto").labels)
-    assert np.array_equal(zarr.open_array(str(tmp_path / "p.zarr"), mode="r")[:], expected)
+    assert np.array_equal(open_volume(tmp_path / "p.zarr")[:], expected)
     capsys.readouterr()
     for bad in (["--workers", "0"], ["--workers", "2", "--dask-scheduler", "tcp://127.0.0.1:1"]):
         assert main(base + ["--out", str(tmp_path / "q.tif")] + bad) == 2

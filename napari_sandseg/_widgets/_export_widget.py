@@ -60,7 +60,7 @@ def export_lazy_job(data: Any, metadata: dict[str, Any], name: str, path: Path, 
         top = max((int(np.max(np.asarray(data[z : z + step]))) for z in range(0, n, step)), default=1)
         class_map = ClassMap(tuple(range(max(top, 1))))
     with slab_writer(path, tuple(data.shape), value_dtype(class_map.values), overwrite=overwrite,
-                     voxel_size=voxel_size) as writer:
+                     voxel_size=voxel_size, class_map=class_map) as writer:
         for z0 in range(0, n, step):
             if cancel.is_set():
                 raise Cancelled(f"export of '{name}' cancelled; {path} was not changed")

@@ -81,3 +81,25 @@ def test_unpainted_pixels_in_a_lazy_layer_are_refused(tmp_path):
     with pytest.raises(InputError, match="unpainted"):
         list(job)
     assert not any(tmp_path.iterdir())
+
+
+def test_lazy_export_to_zarr_is_an_ome_label_image(tmp_path):
+    """A .zarr export is the same OME-Zarr label image as a streamed segmentation: the class
+    values, each named, and the layer's voxel size."""
+    import zarr
+
+    from napari_sandseg.lazy import open_volume
+    from napari_sandseg.units import read_voxel_size
+
+    values = _layer_values(seed=2)
+    voxel = ((2.0, 1.0, 1.0), "um")
+    job = export_lazy_job(da.from_array(values, chunks=(2, 24, 20)), {CLASS_MAP_KEY: CLASS_MAP.to_dict()},
+                          "seg", tmp_path / "seg.zarr", False, threading.Event(), voxel_size=voxel)
+    with pytest.raises(StopIteration):
+        while True:
+            next(job)
+    assert np.array_equal(open_volume(tmp_path / "seg.zarr")[:], CLASS_MAP.decode(values - 1))
+    assert read_voxel_size(tmp_path / "seg.zarr") == voxel
+    image_label = zarr.open_group(str(tmp_path / "seg.zarr"), mode="r").attrs["ome"]["image-label"]
+    assert [(p["label-value"], p["class"]) for p in image_label["properties"]] == list(
+        zip(CLASS_MAP.values, CLASS_MAP.names))

@@ -114,7 +114,8 @@ def train(
         entropy (``TrainEvent.preview_uncertainty``); asked at each preview, so the user can
         switch it on and off during the run.
     voxel_size : ((z, y, x), unit), optional
-        Voxel size of ``images``, recorded in the sidecar (the voxel size trained on).
+        Voxel size of ``images``, recorded in the sidecar (the voxel size trained on). When
+        fine-tuning without one, the ``init_model``'s is kept.
 
     Yields
     ------
@@ -261,6 +262,8 @@ def _build_or_load(plan: _Plan, class_map: ClassMap, init_model, out_path: Path,
                     f"from the training classes {list(class_map.values)}"
                 )
             norm = init_info.normalization  # the features were learnt on this scaling; keep it
+            if voxel_size is None:  # same imagery, same voxels: the sidecar keeps saying so
+                voxel_size = init_info.voxel_size
             backbone = init_info.backbone
             if backbone != config.backbone:
                 notes.append(f"fine-tuned from {Path(init_model).name}; its backbone {backbone} was used")

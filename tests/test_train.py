@@ -124,6 +124,18 @@ def test_fine_tune_from_init_model(sparse_run, data, tmp_path):
         next(train(images, labels, ClassMap((0, 1, 2, 5)), cfg, tmp_path / "x.keras", init_model=out))
 
 
+def test_fine_tune_keeps_the_voxel_size_trained_on(sparse_run, data, tmp_path):
+    """A fine-tune told no voxel size (the Correct widget's) keeps its init model's; a given one wins."""
+    images, labels = data
+    _, _, out = sparse_run
+    cfg = TrainConfig(backbone="resnet18", epochs=1, batch_size=4, test_fraction=0.0, run_eagerly=True)
+    voxel = ((5.0, 2.5, 2.5), "um")
+    drain(train(images[:4], labels[:4], CLASS_MAP, cfg, tmp_path / "a.keras", init_model=out, voxel_size=voxel))
+    drain(train(images[:4], labels[:4], CLASS_MAP, cfg, tmp_path / "b.keras", init_model=tmp_path / "a.keras"))
+    assert load_model(tmp_path / "b.keras")[1].voxel_size == voxel
+    assert load_model(out)[1].voxel_size is None  # the sparse run recorded none: nothing invented
+
+
 def _quick_config(**kw):
     base = dict(backbone="resnet18", epochs=20, batch_size=2, val_fraction=0.2, test_fraction=0.0,
                 patience=0, run_eagerly=True)

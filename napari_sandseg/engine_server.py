@@ -5,7 +5,7 @@ napari's interpreter: TensorFlow's C++ calls (importing it, building, tracing an
 model) hold the GIL for up to a second at a time, which would freeze the viewer if they ran on
 a thread. Each job is a generator taking one request of :mod:`napari_sandseg.engine_requests`;
 what it yields is sent to napari as it happens, and its return value must pickle (so models
-stay in this process, cached by path).
+stay in this process, in :data:`napari_sandseg.segmentation_model.MODELS`, by file).
 """
 
 from __future__ import annotations
@@ -36,10 +36,7 @@ from .engine_requests import (
     TrainRequest,
     TrainSummary,
 )
-
-# Models loaded or trained in this process, by path: loading costs seconds, keep them.
-# (Moved unchanged from _widgets/_remote.py; issue 13's model object is to replace this cache.)
-_MODELS: dict[str, tuple[Any, Any, float]] = {}
+from .segmentation_model import MODELS, SegmentationModel
 
 #: Once napari is gone (closed, killed or crashed), a running job gets this long to stop at its
 #: next batch (training keeps its best checkpoint, which is written atomically at every
@@ -149,20 +146,6 @@ def _sender(conn: Any, cancel: threading.Event) -> Callable[[tuple], None]:
     return send
 
 
-def _model(path: Path) -> tuple[Any, Any]:
-    """The model at ``path``, loaded once per file version."""
-    from .model import load_model
-
-    if not Path(path).is_file():
-        return load_model(path)  # raises its ModelError naming the missing file
-    key, mtime = str(Path(path).resolve()), Path(path).stat().st_mtime
-    cached = _MODELS.get(key)
-    if cached is None or cached[2] != mtime:
-        model, info = load_model(path)
-        _MODELS[key] = (model, info, mtime)
-    return _MODELS[key][0], _MODELS[key][1]
-
-
 # ---------------------------------------------------------------------------------- jobs
 
 
@@ -197,7 +180,7 @@ def train_job(request: TrainRequest, cancel: JobControl) -> Generator[Any, None,
                               init_model=request.init_model, cancel=cancel, preview=preview,
                               preview_uncertainty=entropy, voxel_size=request.voxel_size)
     path = Path(result.path)
-    _MODELS[str(path.resolve())] = (result.model, result.info, path.stat().st_mtime)
+    MODELS.put(SegmentationModel(result.model, result.info, path))  # the next predict_job finds it
     return TrainSummary(result.info, path, result.history, result.cancelled, result.best_epoch,
                         tuple(result.info.notes))
 
@@ -205,7 +188,7 @@ def train_job(request: TrainRequest, cancel: JobControl) -> Generator[Any, None,
 def load_job(request: LoadRequest, cancel: JobControl) -> Generator[str, None, Any]:
     """Load (and cache) a model file; returns its :class:`ModelInfo`."""
     yield f"loading {request.path}"
-    return _model(request.path)[1]
+    return MODELS.get(request.path).info
 
 
 def predict_job(request: PredictRequest, cancel: JobControl) -> Generator[PredictedSlab, None, int]:
@@ -213,12 +196,11 @@ def predict_job(request: PredictRequest, cancel: JobControl) -> Generator[Predic
 
     A bfloat16 twin of the model stays cached with it here, for the next run.
     """
-    from .model import check_compatible
     from .predict import iter_predict
 
-    model, info = _model(request.model_path)
-    check_compatible(info, request.volume)
-    for z0, z1, lab, p, u in iter_predict(model, request.volume, info, batch_size=request.batch_size,
+    model = MODELS.get(request.model_path)
+    model.check_compatible(request.volume)
+    for z0, z1, lab, p, u in iter_predict(model, request.volume, batch_size=request.batch_size,
                                           probabilities=request.probabilities, uncertainty=request.uncertainty,
                                           cancel=cancel, precision=request.precision):
         yield PredictedSlab(z0, z1, lab, p, u)

@@ -31,6 +31,7 @@ from .choices import (
 )
 from .data import pad_slices, padded_size
 from .errors import Cancelled, ConfigError, InputError
+from .segmentation_model import SegmentationModel, as_model, compiled
 
 Progress = Callable[[int, int], None]
 
@@ -68,34 +69,9 @@ def _as_volume(volume) -> np.ndarray:
 
 
 def predict_function(model, tta: bool = False):
-    """A ``tf.function`` mapping a (B, H, W, 1) float32 batch to (B, H, W, K) float32 probabilities.
-
-    One graph serves every batch and slice size (the spatial dimensions are left open), and it
-    is cached on the model so repeated calls do not retrace. With ``tta`` the softmax outputs
-    of the four flips (none, left-right, up-down, both) are averaged.
-    """
-    cache_name = "_sandseg_predict_tta" if tta else "_sandseg_predict"
-    fn = getattr(model, cache_name, None)
-    if fn is not None:
-        return fn
-    from ._tf import tf
-
-    t = tf()
-
-    def run(x):
-        return t.cast(model(x, training=False), t.float32)
-
-    def run_tta(x):
-        total = run(x)
-        total += t.reverse(run(t.reverse(x, [2])), [2])
-        total += t.reverse(run(t.reverse(x, [1])), [1])
-        total += t.reverse(run(t.reverse(x, [1, 2])), [1, 2])
-        return total / 4.0
-
-    fn = t.function(run_tta if tta else run, input_signature=[t.TensorSpec([None, None, None, 1], t.float32)])
-    # object.__setattr__: keep Keras from tracking the function as part of the model.
-    object.__setattr__(model, cache_name, fn)
-    return fn
+    """The compiled prediction graph of the Keras ``model`` (kept for it; see
+    :func:`napari_sandseg.segmentation_model.compiled`)."""
+    return compiled(model, tta)
 
 
 # The Segment widget still imports the list under this name; it is choices.PRECISIONS.
@@ -131,55 +107,17 @@ def resolve_predict_precision(precision: str = AUTO, gpu: bool | None = None) ->
 
 
 def model_at(model, precision: str):
-    """``model`` computing in ``precision``: the model itself, or its cached twin.
-
-    The twin (:func:`napari_sandseg.model.to_precision`, with fused batch norms) is built on
-    the first call and cached on ``model`` like :func:`predict_function`'s graph, so later
-    calls neither rebuild nor retrace it. Its weights are refreshed from ``model`` on every
-    call (a copy of a few hundred MB at most, small next to a prediction), so a model trained
-    further between two predictions is never predicted with stale weights.
+    """The Keras model of ``model`` computing in ``precision``: the model itself, or its kept twin.
 
     Parameters
     ----------
-    model : keras.Model
-        A segmentation model; it is not changed.
+    model : SegmentationModel or keras.Model
+        A segmentation model; it is not changed (see
+        :meth:`napari_sandseg.segmentation_model.SegmentationModel.at`).
     precision : {"float32", "mixed_bfloat16", "auto"}
         See :func:`resolve_predict_precision`.
     """
-    from .model import model_precision, to_precision
-
-    precision = resolve_predict_precision(precision)
-    if model_precision(model) == precision:
-        return model
-    cache_name = f"_sandseg_twin_{precision}"
-    twin = getattr(model, cache_name, None)
-    if twin is None:
-        twin = to_precision(model, precision, fused=True)
-        if precision != "float32":
-            _softmax_in_float32(twin)
-        # object.__setattr__: keep Keras from tracking the twin as a part of the model.
-        object.__setattr__(model, cache_name, twin)
-    else:
-        twin.set_weights(model.get_weights())
-    return twin
-
-
-def _softmax_in_float32(model) -> None:
-    """Make the output softmax of a mixed-precision ``model`` compute in float32, in place.
-
-    Its bfloat16 logits are still the network's, but a bfloat16 softmax would round every
-    probability to 8 significant bits (sums off by up to 3e-3, about a thousand distinct
-    values in a volume): float32 keeps probabilities and entropy smooth and normalised, for
-    the cost of one small layer. The softmax is the last layer (segmentation-models names it
-    after the activation) before the float32 output cast, in the model or a nested one.
-    """
-    for layer in reversed(model.layers):
-        if hasattr(layer, "layers"):  # the ImageNet wrapper's nested Unet
-            _softmax_in_float32(layer)
-            return
-        if layer.name == "softmax":
-            layer.dtype_policy = "float32"
-            return
+    return as_model(model).at(resolve_predict_precision(precision))
 
 
 def entropy(probabilities: np.ndarray) -> np.ndarray:
@@ -325,10 +263,19 @@ def _predict_tiled(fn, x: np.ndarray, shape: tuple[int, int], tiles: tuple[AxisT
     return labels, probs, unc
 
 
+def _with_info(model, info) -> tuple[SegmentationModel, object]:
+    """``(model object, the info to predict with)``: ``info``, else the model object's own."""
+    model = as_model(model, info)
+    info = model.info if info is None else info
+    if info is None:
+        raise ConfigError("a bare Keras model needs its ModelInfo (info=) to predict: its normalisation")
+    return model, info
+
+
 def iter_predict(
     model,
     volume: np.ndarray,
-    info,
+    info=None,
     *,
     batch_size: int = PREDICT_BATCH_SIZE,
     probabilities: bool = False,
@@ -344,12 +291,14 @@ def iter_predict(
 
     Parameters
     ----------
-    model : keras.Model
-        A segmentation model (see :func:`napari_sandseg.model.load_model`).
+    model : SegmentationModel or keras.Model
+        A segmentation model (:class:`~napari_sandseg.segmentation_model.SegmentationModel`,
+        or a bare Keras model with its ``info``); its precision twin and compiled graph are
+        kept with it for the next call.
     volume : ndarray (Z, Y, X) or (Y, X)
         Raw grey values; a memory map is read one slab at a time.
-    info : ModelInfo
-        Supplies the normalisation.
+    info : ModelInfo, optional
+        Supplies the normalisation; by default the :class:`SegmentationModel`'s own.
     batch_size : int
         Slices per model call (the slab size), lowered for big slices by :func:`slab_size`.
     probabilities, uncertainty : bool
@@ -385,6 +334,7 @@ def iter_predict(
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     check_tiling(tile_size, tile_halo)
+    model, info = _with_info(model, info)
     fn = predict_function(model_at(model, precision), tta)
     norm = info.normalization
     n, h, w = volume.shape
@@ -415,7 +365,7 @@ def iter_predict(
 def predict_volume(
     model,
     volume: np.ndarray,
-    info,
+    info=None,
     *,
     batch_size: int = PREDICT_BATCH_SIZE,
     probabilities: bool = False,
@@ -442,6 +392,7 @@ def predict_volume(
         When ``cancel`` is set before the last slab.
     """
     volume = _as_volume(volume)
+    model, info = _with_info(model, info)
     k = int(info.n_classes)
     labels = np.empty(volume.shape, np.uint8)
     probs = np.empty(volume.shape + (k,), np.float32) if probabilities else None
@@ -527,7 +478,6 @@ def predict_file(
 
     from .io import read_volume_lazy
     from .lazy import is_zarr, open_volume
-    from .model import check_compatible, load_model
     from .outputs import slab_writer
     from .targets import check_targets
     from .units import read_voxel_size
@@ -544,9 +494,10 @@ def predict_file(
     # A bfloat16 run turns the file's plain model straight into its fused twin: one rebuild
     # instead of two (measured: about 0.4 s less for a resnet34 on this project's 2 cores).
     precision = resolve_predict_precision(precision)
-    model, info = load_model(model_path, fused=precision == "float32")
+    model = SegmentationModel.load(model_path, fused=precision == "float32")
+    info = model.info
     try:
-        check_compatible(info, volume)
+        model.check_compatible(volume)
     except InputError as exc:
         if str(exc).startswith(f"{Path(images_path).name}: "):
             raise  # a damaged page met by the intensity sample: the reader's message names the file

@@ -7,6 +7,7 @@ import pytest
 
 import napari_sandseg.choices as choices_module
 import napari_sandseg.model as model_module
+import napari_sandseg.segmentation_model as segmentation_model
 from napari_sandseg.classmap import ClassMap
 from napari_sandseg.data import Normalization
 from napari_sandseg.errors import ConfigError
@@ -99,9 +100,9 @@ def test_the_twin_is_cached_and_the_model_is_unchanged(trained, monkeypatch):
     model, images, _ = trained
     calls = []
     real = model_module.to_precision
-    monkeypatch.setattr(model_module, "to_precision", lambda m, p, **kw: calls.append(p) or real(m, p, **kw))
+    monkeypatch.setattr(segmentation_model, "to_precision", lambda m, p, **kw: calls.append(p) or real(m, p, **kw))
     weights = [w.copy() for w in model.get_weights()]
-    vars(model).pop("_sandseg_twin_mixed_bfloat16", None)  # built afresh here, whatever ran before
+    segmentation_model._DERIVED.pop(model, None)  # twin built afresh here, whatever ran before
     first = predict_volume(model, images[:2], INFO, precision="mixed_bfloat16").labels
     second = predict_volume(model, images[:2], INFO, precision="mixed_bfloat16").labels
     assert calls == ["mixed_bfloat16"]  # built once, reused by the second call
@@ -111,6 +112,7 @@ def test_the_twin_is_cached_and_the_model_is_unchanged(trained, monkeypatch):
     assert model_precision(model) == "float32" and model_precision(model_at(model, "mixed_bfloat16")) == "mixed_bfloat16"
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
     assert len(model.weights) == len(weights)  # the twin is not tracked as a part of the model
+    assert not [name for name in vars(model) if name.startswith("_sandseg")]  # nothing set on the Keras object
 
 
 def test_the_twin_follows_weights_changed_after_it_was_built(trained):

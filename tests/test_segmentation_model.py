@@ -93,3 +93,21 @@ def test_the_cache_loads_a_file_once_per_version(saved, tmp_path):
     assert cache.get(path) is trained
     with pytest.raises(ModelError, match="model file not found"):
         cache.get(tmp_path / "missing.keras")
+
+
+def test_the_engine_jobs_load_once_into_the_model_layer_cache(saved, monkeypatch):
+    import napari_sandseg.engine_server as engine_server
+    from napari_sandseg.engine_requests import LoadRequest, PredictRequest
+    from napari_sandseg.engine_server import JobControl, load_job, predict_job
+
+    from _helpers import drain
+
+    model, path = saved
+    cache = ModelCache()
+    monkeypatch.setattr(engine_server, "MODELS", cache)  # a fresh one, whatever ran before
+    _, info = drain(load_job(LoadRequest(path), JobControl()))
+    assert info.class_map == CLASS_MAP and len(cache) == 1
+    slabs, n = drain(predict_job(PredictRequest(path, VOLUME, 8, False, False, "float32"), JobControl()))
+    assert n == 2 and len(cache) == 1  # predicted with the model load_job cached
+    labels = np.concatenate([slab.labels for slab in slabs])
+    np.testing.assert_array_equal(labels, predict_volume(model, VOLUME).labels)

@@ -277,92 +277,6 @@ def _run_training(images, targets, class_map, config, out: Path, init_model: Pat
     return result
 
 
-def _to_model_classes(targets, class_map, model_map, args: argparse.Namespace, sparse: bool):
-    """Re-express mask targets in the classes of the model being fine-tuned.
-
-    A mask may hold a subset of the model's classes (corrections often show only some
-    phases); a value the model does not know is refused, naming it and the valid values.
-    """
-    import numpy as np
-
-    from .errors import InputError
-
-    extra = sorted(set(class_map.values) - set(model_map.values))
-    if extra:
-        raise InputError(
-            f"{args.masks}: values {extra} are not classes of the model {args.init_model} "
-            f"(its classes are {list(model_map.values)}); a mask for fine-tuning may only hold those values"
-        )
-    lut = np.searchsorted(np.asarray(model_map.values), np.asarray(class_map.values))
-    if sparse:  # layer convention: 0 = unpainted, k = class id k-1
-        lut = np.concatenate([[-1], lut]) + 1
-    return lut[targets].astype(targets.dtype if lut.max() <= np.iinfo(targets.dtype).max else np.uint16), model_map
-
-
-def _is_big(path: Path) -> bool:
-    """Whether a volume should be opened lazily: a zarr store, or at least ``lazy.LAZY_BYTES`` on disk."""
-    from .lazy import LAZY_BYTES, is_zarr, nbytes_on_disk
-
-    return is_zarr(path) or nbytes_on_disk(path) >= LAZY_BYTES
-
-
-def _open_big_pair(args: argparse.Namespace, sparse: bool, model_map):
-    """Images and masks opened lazily; the mask is mapped to training targets slice by slice.
-
-    One pass over the mask finds its class values (at most ``MAX_CLASSES``); the targets are
-    class ids, or with ``sparse`` Labels-layer values (mask value 0 = not annotated).
-    """
-    import numpy as np
-
-    from .classmap import MAX_CLASSES, ClassMap
-    from .errors import InputError
-    from .io import check_pair
-    from .lazy import MappedVolume, open_volume, unique_values
-
-    images = open_volume(args.images, **_reading(args))
-    raw = open_volume(args.masks, **_reading(args))
-    check_pair(images, raw, str(args.images), str(args.masks))
-    values = unique_values(raw, limit=MAX_CLASSES + 1)
-    if values.size and not np.array_equal(values, np.round(values)):
-        raise InputError(f"{args.masks}: holds fractional values; a mask holds integer class values")
-    painted = values[values != 0] if sparse else values
-    if painted.size > MAX_CLASSES:
-        raise InputError(f"{args.masks}: more than {MAX_CLASSES} distinct values; is this the image rather than the mask?")
-    class_map = model_map if model_map is not None else ClassMap(tuple(int(v) for v in painted))
-    unknown = sorted(set(int(v) for v in painted) - set(class_map.values))
-    if unknown:
-        raise InputError(f"{args.masks}: values {unknown} are not classes of the model (its classes are {list(class_map.values)})")
-    if class_map.n_classes < 2:
-        raise InputError(f"{args.masks}: holds only one class; training needs masks with at least two classes")
-    known = np.asarray(class_map.values)
-    ids = np.arange(class_map.n_classes, dtype=np.int16)
-    if sparse:  # Labels-layer convention: 0 = unpainted, k = class id k-1
-        known, ids = np.concatenate([[0], known]), np.concatenate([[0], ids + 1]).astype(np.int16)
-    return images, MappedVolume(raw, known.astype(raw.dtype), ids, source=str(args.masks)), class_map
-
-
-def _read_sparse_mask(path: Path, **reading):
-    """A mask file whose 0 means "not annotated", as Labels-layer targets (0 = unpainted, k = id k-1).
-
-    ``reading``: the reading options (:func:`_reading`).
-    """
-    import numpy as np
-
-    from .classmap import ClassMap, check_integer_valued
-    from .errors import InputError
-    from .io import read_volume
-
-    raw = read_volume(path, **reading)
-    check_integer_valued(raw, str(path))
-    painted = raw != 0
-    if not painted.any():
-        raise InputError(f"{path}: --sparse mask has no annotated pixel (every value is 0 = not annotated)")
-    class_map = ClassMap.from_mask(raw[painted], source=str(path))
-    layer = np.zeros(raw.shape, dtype=np.uint8 if class_map.n_classes < 255 else np.uint16)
-    layer[painted] = class_map.encode(raw[painted], str(path)) + 1
-    return layer, class_map
-
-
 # ----------------------------------------------------------------------------- commands
 
 
@@ -387,8 +301,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train or fine-tune a model and print its held-out figures."""
     import numpy as np
 
-    from .errors import InputError
-    from .io import check_pair, read_mask, read_volume
+    from .training_inputs import is_big, read_training_pair
     from .units import read_voxel_size
 
     config = _train_config(args)
@@ -399,30 +312,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .model import read_info
 
         model_map = read_info(args.init_model).class_map  # fails fast, before reading big volumes
-    if _is_big(args.images):
-        # Too big to load: train from patches read on the fly (see napari_sandseg.patches).
-        images, targets, class_map = _open_big_pair(args, config.sparse, model_map)
-        result = _run_training(images, targets, class_map, config, args.out, args.init_model,
-                               voxel_size or read_voxel_size(args.images))
-        return _report_training(result)
-    images = read_volume(args.images, **_reading(args))
-    if config.sparse:
-        targets, class_map = _read_sparse_mask(args.masks, **_reading(args))
-    else:
-        targets, class_map = read_mask(args.masks, **_reading(args))
-    check_pair(images, targets, str(args.images), str(args.masks))
-    if model_map is not None:
-        targets, class_map = _to_model_classes(targets, class_map, model_map, args, sparse=config.sparse)
-    elif class_map.n_classes < 2:
-        raise InputError(
-            f"{args.masks}: holds only one class (value {class_map.values[0]}); training needs masks "
-            "with at least two classes (e.g. 0..3 for pore/clay/quartz/bright mineral)"
-        )
-    n_annotated = int(np.count_nonzero(targets.reshape(len(targets), -1).any(axis=1))) if config.sparse else len(targets)
-    try:
-        config.validate(n_slices=n_annotated, slice_shape=images.shape[1:])
-    except ConfigError as exc:
-        raise ConfigError(f"{args.masks}: {exc}") from exc
+    # Big volumes open lazily: training then reads patches on the fly (napari_sandseg.patches).
+    images, targets, class_map = read_training_pair(args.images, args.masks, sparse=config.sparse,
+                                                    model_map=model_map, init_model=args.init_model, **_reading(args))
+    if not is_big(args.images):
+        n_annotated = int(np.count_nonzero(targets.reshape(len(targets), -1).any(axis=1))) if config.sparse else len(targets)
+        try:
+            config.validate(n_slices=n_annotated, slice_shape=images.shape[1:])
+        except ConfigError as exc:
+            raise ConfigError(f"{args.masks}: {exc}") from exc
     result = _run_training(images, targets, class_map, config, args.out, args.init_model,
                            voxel_size or read_voxel_size(args.images))
     return _report_training(result)

@@ -96,22 +96,20 @@ def test_train_from_lazy_volume_with_sparse_strokes(tmp_path):
 
 
 def test_cli_opens_big_training_pairs_lazily(tmp_path):
-    import argparse
-
-    from napari_sandseg.cli import _is_big, _open_big_pair
     from napari_sandseg.lazy import MappedVolume
+    from napari_sandseg.training_inputs import is_big, open_big_pair
 
     mask = np.zeros((3, 32, 32), np.uint8)
     mask[0, :4] = 85
     mask[2, 5:9] = 255
     zarr.open_array(str(tmp_path / "m.zarr"), mode="w", shape=mask.shape, dtype="u1")[:] = mask
     zarr.open_array(str(tmp_path / "i.zarr"), mode="w", shape=mask.shape, dtype="u1")
-    args = argparse.Namespace(images=tmp_path / "i.zarr", masks=tmp_path / "m.zarr", rgb_as_slices=False)
-    assert _is_big(args.images)
-    images, targets, class_map = _open_big_pair(args, sparse=True, model_map=None)
+    pair = (tmp_path / "i.zarr", tmp_path / "m.zarr")
+    assert is_big(pair[0])
+    images, targets, class_map = open_big_pair(*pair, sparse=True, model_map=None)
     assert isinstance(targets, MappedVolume) and class_map.values == (85, 255)  # 0 = not annotated
     assert np.array_equal(targets[:], np.select([mask == 85, mask == 255], [1, 2], 0))  # layer values
-    _, dense, dense_map = _open_big_pair(args, sparse=False, model_map=None)
+    _, dense, dense_map = open_big_pair(*pair, sparse=False, model_map=None)
     assert dense_map.values == (0, 85, 255) and np.array_equal(dense[2, 5], [2] * 32)
     with pytest.raises(InputError, match="not classes of the model"):
-        _open_big_pair(args, sparse=False, model_map=ClassMap((0, 85)))
+        open_big_pair(*pair, sparse=False, model_map=ClassMap((0, 85)))

@@ -13,7 +13,8 @@ from napari_sandseg._napari.layers import labels_layer_data
 from napari_sandseg._widgets._common import CommandBox, command_groups, format_command, wrap_command
 from napari_sandseg._widgets._files import LayerSnapshot, labels_file, write_sparse_mask
 from napari_sandseg.classmap import ClassMap
-from napari_sandseg.cli import _read_sparse_mask, build_parser
+from napari_sandseg.cli import build_parser
+from napari_sandseg.training_inputs import read_sparse_mask
 from napari_sandseg.io import read_volume, write_labels
 
 pytestmark = pytest.mark.gui
@@ -85,7 +86,7 @@ def test_sparse_masks_are_written_as_the_cli_reads_them(tmp_path, values):
     layer[2, :, :3] = len(values)  # one class left unpainted when there are 3 or more
     path = tmp_path / "painted.tif"
     note = write_sparse_mask(path, layer, class_map)
-    targets, cli_map = _read_sparse_mask(path)
+    targets, cli_map = read_sparse_mask(path)
     painted = [v for i, v in enumerate(values) if np.any(layer == i + 1)]
     np.testing.assert_array_equal(targets > 0, layer > 0)  # the same pixels count
     if 0 in values:  # --sparse cannot say "class value 0": written as 1..K
@@ -105,7 +106,7 @@ def test_a_dense_file_with_class_zero_is_not_reused_for_a_sparse_run(tmp_path):
     assert labels_file(snap, tmp_path / "session", ids)[0] == source  # dense: the user's file as it is
     path, _ = labels_file(snap, tmp_path / "session")  # sparse: --sparse would drop class 0
     assert path != source and path.exists()
-    targets, _ = _read_sparse_mask(path)
+    targets, _ = read_sparse_mask(path)
     assert np.all(targets > 0)  # every pixel stays annotated
 
 
@@ -181,6 +182,6 @@ def test_every_widget_command_parses_with_the_widget_settings(tiny_viewer, tiny_
     args = _parse(train.command.command())
     assert args.sparse and args.epochs == 1 and args.backbone == "resnet18" and args.out == state.model.path
     assert args.masks.parent == state.folder
-    targets, _ = _read_sparse_mask(args.masks)  # what `sandseg train --sparse` trains on
+    targets, _ = read_sparse_mask(args.masks)  # what `sandseg train --sparse` trains on
     np.testing.assert_array_equal(targets, painted.data)
     assert "1..K" in train.command.note.text()

@@ -20,7 +20,8 @@ from napari_sandseg._widgets._segment_widget import SegmentWidget
 from napari_sandseg._widgets._state import session_for
 from napari_sandseg._widgets._train_widget import TrainWidget
 from napari_sandseg.classmap import ClassMap
-from napari_sandseg.cli import _read_sparse_mask, _to_model_classes, build_parser
+from napari_sandseg.cli import build_parser
+from napari_sandseg.training_inputs import read_training_pair
 from napari_sandseg.data import split_indices
 from napari_sandseg.engine_requests import TrainRequest
 from napari_sandseg.io import read_volume
@@ -133,6 +134,6 @@ def test_finetune_learns_from_the_stroke_and_shows_the_slice_in_view_first(make_
     args = build_parser().parse_args(shlex.split(correct.command.command())[1:])
     assert (args.command, args.sparse, args.init_model, args.out) == ("train", True, first_model, state.model.path)
     assert np.array_equal(read_volume(args.images), images)
-    mask_targets, mask_map = _read_sparse_mask(args.masks)
-    mask_targets, _ = _to_model_classes(mask_targets, mask_map, CLASSES, args, sparse=True)
+    _, mask_targets, _ = read_training_pair(args.images, args.masks, sparse=True, model_map=CLASSES,
+                                            init_model=args.init_model)
     assert np.array_equal(mask_targets, targets)

@@ -22,7 +22,8 @@ from napari_sandseg._widgets._correct_widget import (
 from napari_sandseg._widgets._state import TrainingData
 from napari_sandseg.command_lines import train_command
 from napari_sandseg.classmap import ClassMap
-from napari_sandseg.cli import _read_sparse_mask, _to_model_classes, build_parser
+from napari_sandseg.cli import build_parser
+from napari_sandseg.training_inputs import read_training_pair
 from napari_sandseg.config import TrainConfig
 from napari_sandseg.data import split_indices
 from napari_sandseg.io import read_mask, read_volume
@@ -139,8 +140,8 @@ def test_the_command_files_hold_exactly_the_sparse_targets(scene, tmp_path):
         config, images_file, masks_file, tmp_path / "ft.keras", tmp_path / "init.keras")][1:])
     assert args.sparse and np.array_equal(read_volume(args.images), data.images)
     # What `sandseg train --sparse --init-model` trains on: the same targets, in the model's classes
-    targets, mask_map = _read_sparse_mask(args.masks)
-    targets, _ = _to_model_classes(targets, mask_map, class_map, args, sparse=True)
+    _, targets, _ = read_training_pair(args.images, args.masks, sparse=True, model_map=class_map,
+                                       init_model=args.init_model)
     assert np.array_equal(targets, data.targets)
 
     # Class value 0 cannot be written in the --sparse convention: no command, and why

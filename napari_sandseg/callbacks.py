@@ -200,28 +200,58 @@ def make_callbacks(
 
     if state.monitor == "val_mean_iou" and val_mean_iou is None:
         raise ValueError("monitor 'val_mean_iou' needs the val_mean_iou function")
+    callbacks = [_progress(keras, state, events, epochs, batches, preview), _best_checkpoint(keras, state, save_best)]
+    if fresh_batchnorm:
+        callbacks.insert(0, _refresh_batchnorm(keras, state, fresh_batchnorm))
+    if val_mean_iou is not None:
+        callbacks.insert(0, _val_mean_iou(keras, state, val_mean_iou))
+    if patience > 0:
+        # Restoring is done by the trainer from ``state.best_weights`` (also after a cancel).
+        callbacks.append(
+            keras.callbacks.EarlyStopping(state.monitor, mode=state.mode, patience=patience, restore_best_weights=False)
+        )
+    if reduce_on_plateau:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                state.monitor, mode=state.mode, factor=0.5, patience=max(1, patience // 2), verbose=0
+            )
+        )
+    return callbacks
+
+
+# The callback classes derive from Keras' Callback, which is imported lazily (TensorFlow stays
+# out of ``import napari_sandseg``): each factory defines its class once Keras is there.
+
+
+def _cut_short(state: RunState, model: Any, epoch: int) -> None:
+    """Stop the run; ``epoch`` is incomplete (its validation figures do not count)."""
+    model.stop_training = True
+    state.cancelled = True
+    state.partial_epoch = epoch
+
+
+def _val_mean_iou(keras: Any, state: RunState, val_mean_iou: Callable[[], float | None]) -> Any:
+    """A callback adding ``val_mean_iou`` to the epoch logs (Keras hands the same dict to every callback)."""
 
     class ValMeanIoU(keras.callbacks.Callback):
-        """Adds ``val_mean_iou`` to the epoch logs (Keras hands the same dict to every callback)."""
-
         def on_epoch_end(self, epoch, logs=None):
             if logs is None:
                 return
             # A cut-short (cancelled) epoch is not scored.
             value = None if state.partial_epoch == epoch else val_mean_iou()
             if value is None:
-                _cut_short(self.model, epoch)
+                _cut_short(state, self.model, epoch)
             logs["val_mean_iou"] = float("nan") if value is None else value
 
-    def _cut_short(model: Any, epoch: int) -> None:
-        """Stop the run; ``epoch`` is incomplete (its validation figures do not count)."""
-        model.stop_training = True
-        state.cancelled = True
-        state.partial_epoch = epoch
+    return ValMeanIoU()
 
+
+def _progress(keras: Any, state: RunState, events: "queue.Queue[Any]", epochs: int, batches: int,
+              preview: Callable[[], tuple[int, np.ndarray, np.ndarray | None] | None] | None) -> Any:
+    """A callback pushing batch/epoch events (with live previews) and stopping at the next batch end once cancel is set."""
     clock = PreviewClock()
 
-    def _preview_if(due: bool) -> dict[str, Any]:
+    def preview_if(due: bool) -> dict[str, Any]:
         """The live-preview fields of an event (none when no preview is due)."""
         if preview is None or state.stopping() or not due:
             return {}
@@ -231,8 +261,6 @@ def make_callbacks(
         return {"preview_z": shown[0], "preview": shown[1], "preview_uncertainty": shown[2]}
 
     class Progress(keras.callbacks.Callback):
-        """Pushes batch/epoch events (with live previews) and stops at the next batch end once cancel is set."""
-
         def on_train_begin(self, logs=None):
             clock.start()
 
@@ -241,7 +269,7 @@ def make_callbacks(
             epoch = self._epoch
             done = epoch * batches + batch + 1
             # Within an epoch when due; its last batch leaves it to the epoch's end, which always previews.
-            shown = _preview_if(preview is not None and batch + 1 < batches and clock.due())
+            shown = preview_if(preview is not None and batch + 1 < batches and clock.due())
             events.put(
                 TrainEvent(
                     "batch", epoch, epochs, batch, batches, logs.get("loss"), None, logs,
@@ -260,7 +288,7 @@ def make_callbacks(
             # stop_training was set mid-epoch): the epoch's figures are then incomplete.
             if state.stopping():
                 self.model.stop_evaluating = True
-                _cut_short(self.model, self._epoch)
+                _cut_short(state, self.model, self._epoch)
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch = epoch
@@ -286,7 +314,7 @@ def make_callbacks(
             msg = f"epoch {epoch + 1}/{epochs}: loss {_fmt(logs.get('loss'))}, validation loss {_fmt(logs.get('val_loss'))}"
             if logs.get("val_mean_iou") is not None:
                 msg += f", validation mean IoU {logs['val_mean_iou']:.3f}"
-            shown = _preview_if(True)
+            shown = preview_if(True)
             events.put(
                 TrainEvent(
                     "epoch", epoch, epochs, -1, batches, logs.get("loss"), logs.get("val_loss"), logs,
@@ -295,9 +323,13 @@ def make_callbacks(
                 )
             )
 
-    class BestCheckpoint(keras.callbacks.Callback):
-        """Keeps the best weights in memory and on disk whenever ``state.monitor`` improves."""
+    return Progress()
 
+
+def _best_checkpoint(keras: Any, state: RunState, save_best: Callable[[int], None]) -> Any:
+    """A callback keeping the best weights in memory and on disk whenever ``state.monitor`` improves."""
+
+    class BestCheckpoint(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if state.partial_epoch == epoch:  # weights of a half epoch are not a checkpoint
                 return
@@ -309,35 +341,23 @@ def make_callbacks(
             state.best_weights = [np.array(w) for w in self.model.get_weights()]
             save_best(epoch)
 
-    class RefreshBatchNorm(keras.callbacks.Callback):
-        """Recomputes young moving statistics before each validation pass (see refresh_batchnorm)."""
+    return BestCheckpoint()
 
+
+def _refresh_batchnorm(keras: Any, state: RunState, fresh: "FreshStatistics") -> Any:
+    """A callback recomputing young moving statistics before each validation pass (see refresh_batchnorm)."""
+
+    class RefreshBatchNorm(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            fresh_batchnorm.steps += 1
+            fresh.steps += 1
 
         def on_test_begin(self, logs=None):
-            if not fresh_batchnorm.young() or state.stopping():
+            if not fresh.young() or state.stopping():
                 return
-            fresh_batchnorm.refresh(self.model)
-            self.model.set_weights(fresh_batchnorm.twin.get_weights())
+            fresh.refresh(self.model)
+            self.model.set_weights(fresh.twin.get_weights())
 
-    callbacks = [Progress(), BestCheckpoint()]
-    if fresh_batchnorm:
-        callbacks.insert(0, RefreshBatchNorm())
-    if val_mean_iou is not None:
-        callbacks.insert(0, ValMeanIoU())
-    if patience > 0:
-        # Restoring is done by the trainer from ``state.best_weights`` (also after a cancel).
-        callbacks.append(
-            keras.callbacks.EarlyStopping(state.monitor, mode=state.mode, patience=patience, restore_best_weights=False)
-        )
-    if reduce_on_plateau:
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                state.monitor, mode=state.mode, factor=0.5, patience=max(1, patience // 2), verbose=0
-            )
-        )
-    return callbacks
+    return RefreshBatchNorm()
 
 
 #: Training batches whose statistics replace young moving statistics before a validation.

@@ -503,7 +503,6 @@ def report_header(report: dict[str, Any]) -> str:
 def summary_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Column names and rows of text of a report (single, or truth / prediction / difference)."""
     pair = "truth" in report
-    first = report["truth"] if pair else report
     unit = report["unit"]
     reports = [report["truth"], report["prediction"]] if pair else [report]
     columns = ["measure"] + (["truth", "prediction", "difference"] if pair else ["value"])

@@ -515,7 +515,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"2/4 train: {config.backbone}, {config.epochs} epochs on {images.shape[0]} slices")
     result = _run_training(images, targets, class_map, config, model_path, None)
     print(f"3/4 predict: whole stack with {model_path}")
-    pred = predict_volume(result.model, images, result.info, precision="auto")  # as `sandseg predict` does
+    pred = predict_volume(result.model, images, result.info, precision=AUTO)  # as `sandseg predict` does
     pred_path = out / "prediction.tif"
     write_labels(pred_path, pred.labels, class_map, overwrite=True)
     print("4/4 evaluate (whole stack; the held-out test slices are in the model's sidecar):")

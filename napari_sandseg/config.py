@@ -27,6 +27,7 @@ from .choices import (
     auto_precision,
     check_choice,
     native_bf16,
+    resolve_precision,
 )
 from .errors import ConfigError
 
@@ -314,7 +315,7 @@ class TrainConfig:
         """
         if self.precision != AUTO:
             return self
-        return self.replace(precision=auto_precision(lambda: gpu))
+        return self.replace(precision=resolve_precision(self.precision, lambda: gpu))
 
 
 def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:

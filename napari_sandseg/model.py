@@ -194,7 +194,6 @@ def build_model(backbone: str = DEFAULT_BACKBONE, n_classes: int = 4, encoder_we
         raise ConfigError(f"n_classes must be an integer >= 2, got {n_classes!r}")
     check_choice("encoder_weights", encoder_weights, ENCODER_WEIGHTS)
     check_choice("precision", precision, MODEL_PRECISIONS)
-    from ._tf import keras as _keras_module
     from ._tf import sm
 
     seg = sm()

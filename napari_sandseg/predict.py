@@ -24,7 +24,6 @@ from .choices import (
     DEFAULT_PRECISION,
     DEFAULT_TILE_HALO,
     DEFAULT_TILE_SIZE,
-    PRECISIONS,
     PREDICT_BATCH_SIZE,
     SIZE_MULTIPLE,
     resolve_precision,
@@ -73,9 +72,6 @@ def predict_function(model, tta: bool = False):
     :func:`napari_sandseg.segmentation_model.compiled`)."""
     return compiled(model, tta)
 
-
-# The Segment widget still imports the list under this name; it is choices.PRECISIONS.
-PREDICT_PRECISIONS = PRECISIONS
 
 
 def resolve_predict_precision(precision: str = AUTO, gpu: bool | None = None) -> str:

@@ -532,8 +532,6 @@ def adapt_batchnorm_momentum(model, total_steps: int) -> float:
     """
     import math
 
-    import keras
-
     momentum = min(0.99, math.exp(math.log(0.01) / max(1.0, 0.2 * total_steps)))
     for layer in batchnorm_layers(model):
         layer.momentum = momentum

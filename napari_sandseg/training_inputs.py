@@ -11,7 +11,6 @@ by slice, so training reads patches from disk (:mod:`napari_sandseg.patches`).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np

@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
-from ..choices import PREDICT_BATCH_SIZE
+from ..choices import AUTO, PRECISIONS, PREDICT_BATCH_SIZE
 from ..classmap import ClassMap
 from ..command_lines import predict_command
 from ..engine_process import EngineProcess
@@ -37,7 +37,6 @@ from ..engine_requests import PredictFileRequest, SliceProgress
 from ..errors import SandsegError
 from ..io import TIFF_SUFFIXES
 from ..lazy import is_zarr
-from ..predict import AUTO, PREDICT_PRECISIONS
 from ..units import VoxelSize, format_voxel_size
 from ._common import CommandBox, LayerPicker, SandsegWidget, VoxelSizeField
 from ._files import (
@@ -135,7 +134,7 @@ class SegmentWidget(SandsegWidget):
         self.batch_size.setRange(1, 512)
         self.batch_size.setValue(PREDICT_BATCH_SIZE)
         self.precision = QComboBox()
-        self.precision.addItems(PREDICT_PRECISIONS)
+        self.precision.addItems(PRECISIONS)
         self.precision.setCurrentText(AUTO)
         self.precision.setToolTip(
             "arithmetic of the model: auto = bfloat16 on CPUs that compute it natively (faster, nearly "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from napari_sandseg._napari.layers import labels_layer_data, labels_layer_kwargs

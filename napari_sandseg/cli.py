@@ -341,7 +341,7 @@ def _report_training(result) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Segment a stack, streamed from file to file."""
     from ._progress import ProgressBar
-    from .predict import predict_file
+    from .file_prediction import predict_file
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -32,9 +32,7 @@ from .choices import (
     DEFAULT_PRECISION,
     DEFAULT_TILE_HALO,
     DEFAULT_TILE_SIZE,
-    PRECISIONS,
     PREDICT_BATCH_SIZE,
-    check_choice,
 )
 from .errors import Cancelled, ConfigError
 
@@ -185,9 +183,9 @@ def predict_cluster(
         Model batches per dask task: bigger slabs mean less scheduling overhead, smaller ones
         better balance and less memory per worker.
     tta, overwrite, cancel, progress, tile_size, tile_halo, voxel_size
-        As in :func:`napari_sandseg.predict.predict_file`.
+        As in :func:`napari_sandseg.file_prediction.predict_file`.
     precision : {"float32", "mixed_bfloat16", "auto"}
-        Arithmetic of the model, as in :func:`napari_sandseg.predict.predict_file`; ``"auto"``
+        Arithmetic of the model, as in :func:`napari_sandseg.file_prediction.predict_file`; ``"auto"``
         is decided by the workers (:func:`cluster_precision`). The labels equal the
         single-process ones computed in the same precision.
 
@@ -205,29 +203,21 @@ def predict_cluster(
     """
     from distributed import as_completed
 
-    from .lazy import open_volume
-    from .model import check_compatible, load_model
-    from .outputs import slab_writer
-    from .predict import check_tiling, slab_size
-    from .targets import check_target
-    from .units import read_voxel_size
+    from .file_prediction import open_file_run, write_slabs
+    from .predict import slab_size
 
-    check_tiling(tile_size, tile_halo)
-    check_choice("precision", precision, PRECISIONS)
     for name, value in (("batch_size", batch_size), ("batches_per_slab", batches_per_slab)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    # Workers read the model and the images from these paths: absolute, so any working folder works.
     model_path, images_path = Path(model_path).resolve(), Path(images_path).resolve()
-    out_path = check_target(out_path, overwrite, inputs=[images_path])
-    _, info = load_model(model_path)  # checks model + sidecar here, before the workers do
-    volume = open_volume(images_path)
-    check_compatible(info, volume)
-    label_dtype = info.class_map.decode(np.zeros(1, np.uint8)).dtype
-    if voxel_size is None:
-        voxel_size = read_voxel_size(images_path)  # the output keeps the input's spacing
+    # The client checks the model and its sidecar before the workers load it; "auto" is decided by the workers.
+    run = open_file_run(model_path, images_path, {"labels": out_path}, overwrite=overwrite, precision=precision,
+                        tile_size=tile_size, tile_halo=tile_halo, fused=False, voxel_size=voxel_size)
+    n_slices = run.volume.shape[0]
     # Slabs are whole multiples of the model call size iter_predict will use (lowered for big
     # slices), so workers run exactly the single-process batches.
-    slabs = slab_ranges(volume.shape[0], slab_size(batch_size, *volume.shape[1:]), batches_per_slab)
+    slabs = slab_ranges(n_slices, slab_size(batch_size, *run.volume.shape[1:]), batches_per_slab)
 
     own_client = client is None
     client = connect(scheduler, workers) if own_client else client
@@ -236,25 +226,24 @@ def predict_cluster(
         window = max(1, SLABS_PER_WORKER * len(client.scheduler_info()["workers"]))
         task = {"batch_size": batch_size, "tta": tta, "tile_size": tile_size, "tile_halo": tile_halo,
                 "precision": cluster_precision(client, precision)}
-        with slab_writer(out_path, tuple(volume.shape), label_dtype, overwrite=overwrite,
-                         voxel_size=voxel_size, class_map=info.class_map) as writer:
-            _run_in_order(client, as_completed, writer, slabs, str(images_path), task, window,
-                          info.class_map.decode, volume.shape[0], cancel, progress)
+        write_slabs(run, _slabs_in_order(client, as_completed, slabs, str(images_path), task, window, cancel, progress))
     finally:
         if own_client:
             cluster = client.cluster
             client.close()
             if cluster is not None:
                 cluster.close()
-    return out_path
+    return Path(out_path)
 
 
-def _run_in_order(client, as_completed, writer, slabs, images_path, task, window, decode, total,
-                  cancel, progress) -> None:
-    """Submit slabs with at most ``window`` in flight; write each one as soon as its turn comes.
+def _slabs_in_order(client, as_completed, slabs, images_path, task, window, cancel, progress):
+    """Submit slabs with at most ``window`` in flight; yield each one as soon as its turn comes.
 
-    ``task`` holds the keyword arguments of :func:`predict_slab` besides the slab itself.
+    Yields :data:`napari_sandseg.file_prediction.Slab` tuples (class ids only) for
+    :func:`~napari_sandseg.file_prediction.write_slabs`. ``task`` holds the keyword arguments of
+    :func:`predict_slab` besides the slab itself.
     """
+    total = slabs[-1][1] if slabs else 0
     pending = iter(enumerate(slabs))
     futures = {}
     done: dict[int, np.ndarray] = {}
@@ -282,7 +271,7 @@ def _run_in_order(client, as_completed, writer, slabs, images_path, task, window
         done[futures.pop(future)] = future.result()  # re-raises a worker's exception here
         while next_write in done:
             z0, z1 = slabs[next_write]
-            writer.write(z0, decode(done.pop(next_write)))
+            yield z0, done.pop(next_write), None, None
             next_write += 1
             if progress is not None:
                 progress(z1, total)

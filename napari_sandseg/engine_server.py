@@ -208,7 +208,7 @@ def predict_job(request: PredictRequest, cancel: JobControl) -> Generator[Predic
 
 
 def predict_file_job(request: PredictFileRequest, cancel: JobControl) -> Generator[SliceProgress, None, FileSummary]:
-    """Segment a volume file into output files, slab by slab (:func:`napari_sandseg.predict.predict_file`).
+    """Segment a volume file into output files, slab by slab (:func:`napari_sandseg.file_prediction.predict_file`).
 
     Only paths come in and go out: the volume is read here from its file and the labels are
     written here, so a volume bigger than memory never crosses the process boundary.
@@ -216,7 +216,7 @@ def predict_file_job(request: PredictFileRequest, cancel: JobControl) -> Generat
     no temp file is left (the writers rename a complete temp file into place).
     """
     from .lazy import nbytes_on_disk
-    from .predict import predict_file
+    from .file_prediction import predict_file
 
     r = request
     # predict_file reports progress through a callback, but jobs must yield it: run it on a

@@ -106,7 +106,8 @@ def test_predict_file_zarr_in_zarr_out_equals_in_memory(tmp_path):
     from napari_sandseg.classmap import ClassMap
     from napari_sandseg.data import Normalization
     from napari_sandseg.model import ModelInfo, build_model, load_model, save_model
-    from napari_sandseg.predict import predict_file, predict_volume
+    from napari_sandseg.file_prediction import predict_file
+    from napari_sandseg.predict import predict_volume
 
     info = ModelInfo(config={}, class_map=ClassMap((0, 85, 170, 255)), normalization=Normalization(0.0, 255.0),
                      backbone="resnet18", n_classes=4)
@@ -121,3 +122,31 @@ def test_predict_file_zarr_in_zarr_out_equals_in_memory(tmp_path):
     np.testing.assert_allclose(tifffile.imread(tmp_path / "unc.tif"), expected.uncertainty, atol=1e-6)
     predict_file(tmp_path / "m.keras", store, tmp_path / "out.zarr", batch_size=3, overwrite=True)  # replaces the store
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.slow
+def test_predict_file_reads_a_folder_of_slices_lazily(tmp_path, monkeypatch):
+    """A folder is streamed through open_volume: io.read_volume (which loads it whole) is never called."""
+    from napari_sandseg import io
+    from napari_sandseg.classmap import ClassMap
+    from napari_sandseg.data import Normalization
+    from napari_sandseg.file_prediction import predict_file
+    from napari_sandseg.model import ModelInfo, build_model, load_model, save_model
+    from napari_sandseg.predict import predict_volume
+
+    info = ModelInfo(config={}, class_map=ClassMap((0, 85, 170, 255)), normalization=Normalization(0.0, 255.0),
+                     backbone="resnet18", n_classes=4)
+    save_model(build_model("resnet18", 4), tmp_path / "m.keras", info)
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for z in range(len(VOL)):
+        write_volume(folder / f"s{z}.tif", VOL[z])
+
+    def whole_read(*args, **kwargs):
+        raise AssertionError("the folder was read whole")
+
+    monkeypatch.setattr(io, "read_volume", whole_read)
+    out = predict_file(tmp_path / "m.keras", folder, tmp_path / "labels.tif", batch_size=3)
+    model, info = load_model(tmp_path / "m.keras")
+    expected = predict_volume(model, VOL, info, batch_size=3)
+    assert np.array_equal(tifffile.imread(out), info.class_map.decode(expected.labels))

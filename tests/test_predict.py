@@ -12,7 +12,8 @@ from napari_sandseg.classmap import ClassMap
 from napari_sandseg.data import Normalization, pad_slices
 from napari_sandseg.errors import Cancelled, ConfigError, InputError, OutputError
 from napari_sandseg.model import ModelInfo, build_model, save_model
-from napari_sandseg.predict import entropy, iter_predict, predict_file, predict_volume
+from napari_sandseg.file_prediction import predict_file
+from napari_sandseg.predict import entropy, iter_predict, predict_volume
 
 CLASS_MAP = ClassMap((0, 85, 170, 255))
 

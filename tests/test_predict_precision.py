@@ -13,7 +13,8 @@ from napari_sandseg.data import Normalization
 from napari_sandseg.errors import ConfigError
 from napari_sandseg.io import read_volume, write_volume
 from napari_sandseg.model import ModelInfo, build_model, model_precision, save_model
-from napari_sandseg.predict import model_at, predict_file, predict_volume, resolve_predict_precision
+from napari_sandseg.file_prediction import predict_file
+from napari_sandseg.predict import model_at, predict_volume, resolve_predict_precision
 
 CLASS_MAP = ClassMap((0, 1, 2, 3))
 INFO = ModelInfo(config={}, class_map=CLASS_MAP, normalization=Normalization(0.0, 255.0), backbone="resnet18",

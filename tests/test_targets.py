@@ -83,7 +83,7 @@ WRITERS = {
                                    ("missing folder", "exists", "folder")),
     "outputs.slab_writer (zarr)": (lambda o, w, i, c: _raised(lambda: _slabs(o, w)), ".zarr", OVERWRITE_API,
                                    ("missing folder", "exists", "folder named .zarr")),
-    "predict.predict_file": (lambda o, w, i, c: _raised(lambda: __import__("napari_sandseg.predict").predict.predict_file(
+    "file_prediction.predict_file": (lambda o, w, i, c: _raised(lambda: __import__("napari_sandseg.file_prediction").file_prediction.predict_file(
         i.parent / "m.keras", i, o, overwrite=w)), ".tif", OVERWRITE_API, ("missing folder", "exists", "input", "folder")),
     "cluster.predict_cluster": (lambda o, w, i, c: _raised(lambda: _cluster(o, w, i)), ".tif", OVERWRITE_API,
                                 ("missing folder", "exists", "input")),

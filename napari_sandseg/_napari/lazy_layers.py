@@ -63,7 +63,7 @@ def lazy_labels(path: Path, class_map: ClassMap) -> Any:
     Parameters
     ----------
     path : Path
-        TIFF stack or zarr store, e.g. written by :func:`napari_sandseg.predict.predict_file`.
+        TIFF stack or zarr store, e.g. written by :func:`napari_sandseg.file_prediction.predict_file`.
     class_map : ClassMap
         The classes the file holds; any other value raises when its slice is read.
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: resnet18, 3 epochs, small slices")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--keep-model", type=Path, default=None,
+                    help="also keep the trained model (.keras, with its .json sidecar) here, e.g. for throughput.py --model")
     args = ap.parse_args(argv)
     out_path = args.out or (C.RESULTS / ("quick" if args.quick else "") / "engine_recipe.json")
     backbone, extra = ("resnet18", ["--epochs", "3"]) if args.quick else ("resnet34", [])
@@ -87,6 +90,10 @@ def main(argv: list[str] | None = None) -> None:
         train_s = sandseg(*train_args, cwd=work)
         sidecar = json.loads((work / "model.json").read_text())
         print(f"trained in {train_s:.0f} s: {sidecar.get('notes')}", flush=True)
+        if args.keep_model is not None:
+            args.keep_model.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(work / "model.keras", args.keep_model)
+            shutil.copy2(work / "model.json", args.keep_model.with_suffix(".json"))
         results: dict[str, Any] = {}
         for label, tta in (("no_tta", []), ("tta", ["--tta"])):
             pred_s = sandseg("predict", "--model", "model.keras", "--images", "test_images.tif",

@@ -236,7 +236,12 @@ def precision_check(model_path: Path, quick: bool, precision: str, jit: bool, fu
 
 
 def _normalizer_for(model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """The input normalisation the accuracy run used for this model (from accuracy.json)."""
+    """The input normalisation the model was trained with: its sidecar's, else the accuracy run's."""
+    sidecar = model_path.with_suffix(".json")
+    if sidecar.exists():  # a model saved by napari_sandseg (sandseg train, engine_recipe.py --keep-model)
+        from napari_sandseg.data import Normalization
+
+        return Normalization.from_dict(C.read_json(sidecar)["normalization"]).apply
     data = C.read_json(C.RESULTS / "accuracy.json")
     protocol, recipe = model_path.stem.split("_")[:2]
     norm = data.get(protocol, {}).get(recipe, {}).get("details", {}).get("normalization")
@@ -260,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jit", choices=["on", "off"], default="off",
                     help="XLA for the project's path (XLA compiles for minutes on 2 cores and was slower there)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--model", type=Path, default=None,
+                    help="trained model for the precision check (default: accuracy.py's slices model, if kept)")
     args = ap.parse_args(argv)
     out_path = args.out or (C.RESULTS / ("quick" if args.quick else "") / "throughput.json")
     C.set_seed(args.seed)
@@ -388,7 +395,7 @@ def _write(out_path: Path, args: Any, train: dict, pred: dict, peaks: list[float
         **C.stamp(),
     }
     if precision != "float32":
-        out["precision_check"] = _precision(args.quick, precision, args.jit == "on", True)
+        out["precision_check"] = _precision(args.quick, precision, args.jit == "on", True, args.model)
     for part in ("train", "predict"):
         for name in measured:
             r = out[part][name]
@@ -401,8 +408,10 @@ def _write(out_path: Path, args: Any, train: dict, pred: dict, peaks: list[float
     print(f"wrote {out_path}", flush=True)
 
 
-def _precision(quick: bool, precision: str, jit: bool, fused: bool) -> Any:
-    """Precision check on the project's trained slices model (else the classic one)."""
+def _precision(quick: bool, precision: str, jit: bool, fused: bool, model: Path | None = None) -> Any:
+    """Precision check on ``model``, else the project's trained slices model (else the classic one)."""
+    if model is not None:
+        return precision_check(model, quick, precision, jit, fused)
     for recipe in ("project", "classic"):
         path = C.MODEL_DIR / f"slices_{recipe}{'_quick' if quick else ''}.keras"
         if path.exists():

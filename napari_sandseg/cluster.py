@@ -57,15 +57,14 @@ class ModelPlugin(WorkerPlugin):
     def __init__(self, model_path: str) -> None:
         super().__init__()
         self.model_path = model_path
-        self.model = None
-        self.info = None
+        self.model = None  # a SegmentationModel once set up
         self._volumes: dict[str, object] = {}
 
     def setup(self, worker=None) -> None:
         """Load the model (called by dask on each worker when it starts or the plugin is added)."""
-        from .model import load_model
+        from .segmentation_model import SegmentationModel
 
-        self.model, self.info = load_model(self.model_path)
+        self.model = SegmentationModel.load(self.model_path)
 
     def volume(self, path: str):
         """The lazily opened volume at ``path`` (opened on first use by this worker)."""
@@ -90,7 +89,7 @@ def predict_slab(images_path: str, z0: int, z1: int, batch_size: int, tta: bool 
 
     plugin = get_worker().plugins[PLUGIN_NAME]
     slab = np.asarray(plugin.volume(images_path)[z0:z1])
-    return predict_volume(plugin.model, slab, plugin.info, batch_size=batch_size, tta=tta, tile_size=tile_size,
+    return predict_volume(plugin.model, slab, batch_size=batch_size, tta=tta, tile_size=tile_size,
                           tile_halo=tile_halo, precision=precision).labels
 
 

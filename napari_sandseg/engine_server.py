@@ -215,8 +215,8 @@ def predict_file_job(request: PredictFileRequest, cancel: JobControl) -> Generat
     Yields :class:`SliceProgress` after each slab. On cancel or failure no output appears and
     no temp file is left (the writers rename a complete temp file into place).
     """
-    from .lazy import nbytes_on_disk
     from .file_prediction import predict_file
+    from .lazy import nbytes_on_disk
 
     r = request
     # predict_file reports progress through a callback, but jobs must yield it: run it on a

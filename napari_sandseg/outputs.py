@@ -93,6 +93,42 @@ def ome_image_label(class_map: "ClassMap") -> dict:
     return {"colors": colors, "properties": properties}
 
 
+def image_label_of(path: str | os.PathLike) -> dict | None:
+    """The OME-Zarr ``image-label`` metadata of the zarr group at ``path``, or None.
+
+    Read from the group's ``ome`` attribute (OME-Zarr 0.5, what :func:`slab_writer` writes) or
+    from its top level (0.4). None for a plain array, a group without it, or anything unreadable.
+    """
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except (zarr.errors.BaseZarrError, OSError):  # a plain array, or no group there: no label metadata
+        return None
+    label = attrs.get("ome", {}).get("image-label", attrs.get("image-label"))
+    return label if isinstance(label, dict) else None
+
+
+def class_map_from_image_label(values: "tuple[int, ...]", image_label: dict | None) -> "ClassMap":
+    """The class map of a label volume holding ``values``, named and coloured by its ``image-label``.
+
+    Inverse of :func:`ome_image_label` for the values it lists; values it does not list (or
+    malformed entries) keep the default names and colours.
+    """
+    from .classmap import ClassMap
+
+    default = ClassMap(tuple(values))
+    names, colors = dict(zip(default.values, default.names)), dict(zip(default.values, default.colors))
+    for entry in (image_label or {}).get("properties", []):
+        if isinstance(entry, dict) and entry.get("label-value") in names and isinstance(entry.get("class"), str):
+            names[entry["label-value"]] = entry["class"]
+    for entry in (image_label or {}).get("colors", []):
+        rgba = entry.get("rgba") if isinstance(entry, dict) else None
+        if entry and entry.get("label-value") in colors and isinstance(rgba, list) and len(rgba) == 4:
+            colors[entry["label-value"]] = tuple(float(c) / 255.0 for c in rgba)
+    return ClassMap(default.values, tuple(names[v] for v in default.values), tuple(colors[v] for v in default.values))
+
+
 def ome_label_attrs(name: str, voxel_size, class_map: "ClassMap", path: str = "0") -> dict:
     """The ``ome`` attribute of an OME-Zarr (0.5) label image group: one ``(Z, Y, X)`` level at ``path``."""
     from .units import OME_VERSION, ome_multiscales

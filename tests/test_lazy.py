@@ -150,3 +150,30 @@ def test_predict_file_reads_a_folder_of_slices_lazily(tmp_path, monkeypatch):
     model, info = load_model(tmp_path / "m.keras")
     expected = predict_volume(model, VOL, info, batch_size=3)
     assert np.array_equal(tifffile.imread(out), info.class_map.decode(expected.labels))
+
+
+def test_reader_names_and_colours_an_ome_zarr_label_image_as_written(tmp_path):
+    """A .zarr label output opens as Labels with the class names and colours it was written with."""
+    from napari_sandseg._napari import reader as _reader
+    from napari_sandseg._napari.layers import CLASS_MAP_KEY, class_map_from_metadata
+    from napari_sandseg.classmap import ClassMap
+    from napari_sandseg.outputs import slab_writer
+
+    written = ClassMap((0, 85, 170, 255), ("void", "clay", "grain", "heavy"),
+                       ((0.0, 0.0, 0.0, 1.0), (1.0, 0.0, 0.0, 1.0), (0.0, 1.0, 0.0, 1.0), (0.0, 0.0, 1.0, 1.0)))
+    labels = (VOL // 64 * 85).astype(np.uint8)
+    store = tmp_path / "labels.zarr"
+    with slab_writer(store, labels.shape, labels.dtype, class_map=written) as writer:
+        writer.write(0, labels)
+    [(data, kwargs, kind)] = _reader.napari_get_reader(str(store))(str(store))
+    assert kind == "labels"
+    read = class_map_from_metadata(kwargs["metadata"])
+    assert read.values == written.values and read.names == written.names
+    np.testing.assert_allclose(read.colors, written.colors, atol=1 / 255)
+    assert kwargs["metadata"][CLASS_MAP_KEY]["names"] == ["void", "clay", "grain", "heavy"]
+    assert np.array_equal(data[2].compute(), labels[2] // 85 + 1)  # layer value = class id + 1
+    # A plain zarr array of the same values has no names to give: the default ones.
+    plain = tmp_path / "plain.zarr"
+    zarr.open_array(str(plain), mode="w", shape=labels.shape, dtype="u1")[:] = labels
+    [(_, kwargs, kind)] = _reader.napari_get_reader(str(plain))(str(plain))
+    assert kind == "labels" and class_map_from_metadata(kwargs["metadata"]).names == ClassMap((0, 85, 170, 255)).names

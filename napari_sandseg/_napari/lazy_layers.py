@@ -17,6 +17,7 @@ import numpy as np
 from ..classmap import ClassMap
 from ..errors import SandsegError
 from ..lazy import MappedVolume, as_dask, is_zarr, open_levels, open_volume, sample_slices, unique_values
+from ..outputs import class_map_from_image_label, image_label_of
 from .layers import SOURCE_KEY, labels_layer_kwargs
 
 
@@ -34,9 +35,12 @@ def lazy_layer_data(path: Path, looks_like_labels) -> list[tuple[Any, dict[str, 
     levels = open_levels(path) if is_zarr(path) else [open_volume(path, check_finite=False)]
     sample = sample_slices(levels[-1])  # the smallest level: cheapest to sample
     source = {SOURCE_KEY: str(path)}
-    if looks_like_labels(path, sample):
+    # An OME-Zarr label image (what sandseg writes to .zarr) says so, and names and colours its classes.
+    image_label = image_label_of(path) if is_zarr(path) else None
+    if image_label is not None or looks_like_labels(path, sample):
         try:
-            class_map = ClassMap(tuple(int(v) for v in unique_values(levels[0], limit=64)))
+            values = tuple(int(v) for v in unique_values(levels[0], limit=64))
+            class_map = class_map_from_image_label(values, image_label)
         except SandsegError:
             pass  # not a valid mask (too many or fractional values): show it as an image
         else:

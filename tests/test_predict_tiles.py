@@ -209,9 +209,10 @@ def test_dask_workers_tile_through_iter_predict(tiny_model, monkeypatch):
     import distributed
 
     from napari_sandseg import cluster
+    from napari_sandseg.segmentation_model import SegmentationModel
 
     vol = _volume((2, 200, 330))
-    plugin = SimpleNamespace(model=tiny_model, info=INFO, volume=lambda path: vol)
+    plugin = SimpleNamespace(model=SegmentationModel(tiny_model, INFO), volume=lambda path: vol)  # what ModelPlugin keeps
     monkeypatch.setattr(distributed, "get_worker", lambda: SimpleNamespace(plugins={cluster.PLUGIN_NAME: plugin}))
     shapes = _spy_on_model_calls(monkeypatch)
     labels = cluster.predict_slab("scan.tif", 0, 2, 8, tile_size=96, tile_halo=32)

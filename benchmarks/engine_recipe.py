@@ -60,6 +60,7 @@ def accuracy_reference() -> dict[str, Any]:
     """The benchmark script's figures for the same protocol, read from accuracy.json (none when absent)."""
     path = C.RESULTS / "accuracy.json"
     project = C.read_json(path).get("slices", {}).get("project")
+    project = project.get("single_split", project) if project else project  # after crossval.py --update-accuracy
     if not project:
         return {"source": str(path.relative_to(C.REPO)), "note": "no slices/project result there"}
     plain = project.get("details", {}).get("without_tta", {}).get(project.get("test_set", ""), {})

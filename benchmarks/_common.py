@@ -488,6 +488,19 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+#: Key under which ``crossval.py --update-accuracy`` keeps accuracy.py's own single-split run.
+SINGLE_SPLIT = "single_split"
+
+
+def accuracy_run(data: dict[str, Any], protocol: str, recipe: str) -> dict[str, Any]:
+    """accuracy.py's own run of ``recipe`` on ``protocol`` in accuracy.json's ``data`` ({} if absent).
+
+    Once cross-validated means replace a slices entry, the run itself sits under :data:`SINGLE_SPLIT`.
+    """
+    entry = data.get(protocol, {}).get(recipe, {})
+    return entry.get(SINGLE_SPLIT, entry)
+
+
 def _json_default(obj: Any) -> Any:
     """numpy scalars/arrays to plain Python for json."""
     if isinstance(obj, np.generic):

@@ -213,8 +213,8 @@ def update_accuracy(summary: dict[str, Any], runs: dict[str, dict], path: Path) 
         key = f"{recipe}/no_tta"
         if key not in summary:
             continue
-        old = data.setdefault("slices", {}).get(recipe, {})
-        single = old.get("single_split", old)
+        single = C.accuracy_run(data, "slices", recipe)
+        data.setdefault("slices", {})
         test = summary[key]["test"]
         tta = summary[f"{recipe}/tta"]["test"]
         mine = [r for r in runs.values() if r["recipe"] == recipe]
@@ -230,7 +230,7 @@ def update_accuracy(summary: dict[str, Any], runs: dict[str, dict], path: Path) 
             SLICE4: {"mean_iou": summary[key][SLICE4]["mean_iou"]},
             "statistic": ("cross-validated: mean and sd over folds (seeds averaged within a fold), no TTA; "
                           "each fold tests 2 whole slices (see crossval.protocol)"),
-            "single_split": single,
+            C.SINGLE_SPLIT: single,
         }
     if "patches" in data:
         for entry in data["patches"].values():

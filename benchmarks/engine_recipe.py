@@ -59,8 +59,7 @@ def write_split(folder: Path, quick: bool) -> str:
 def accuracy_reference() -> dict[str, Any]:
     """The benchmark script's figures for the same protocol, read from accuracy.json (none when absent)."""
     path = C.RESULTS / "accuracy.json"
-    project = C.read_json(path).get("slices", {}).get("project")
-    project = project.get("single_split", project) if project else project  # after crossval.py --update-accuracy
+    project = C.accuracy_run(C.read_json(path), "slices", "project")
     if not project:
         return {"source": str(path.relative_to(C.REPO)), "note": "no slices/project result there"}
     plain = project.get("details", {}).get("without_tta", {}).get(project.get("test_set", ""), {})

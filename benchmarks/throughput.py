@@ -244,9 +244,7 @@ def _normalizer_for(model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
         return Normalization.from_dict(C.read_json(sidecar)["normalization"]).apply
     data = C.read_json(C.RESULTS / "accuracy.json")
     protocol, recipe = model_path.stem.split("_")[:2]
-    entry = data.get(protocol, {}).get(recipe, {})
-    entry = entry.get("single_split", entry)  # crossval.py --update-accuracy keeps accuracy.py's run there
-    norm = entry.get("details", {}).get("normalization")
+    norm = C.accuracy_run(data, protocol, recipe).get("details", {}).get("normalization")
     if norm:
         low, high = float(norm["low"]), float(norm["high"])
         return lambda im: (im.astype(np.float32) - low) / (high - low)

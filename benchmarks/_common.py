@@ -39,8 +39,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: Repository root (benchmarks/ is one level below it).
 REPO = Path(__file__).resolve().parents[1]
-#: Where the real sandstone slices live (outside the repository, read-only).
-DATA_DIR = REPO.parent / "shared" / "data" / "sandstone"
+#: Where the real sandstone slices live (outside the repository, read-only). A clone placed
+#: elsewhere (a bisect or comparison worktree in /tmp) names them with SANDSEG_DATA_DIR.
+DATA_DIR = Path(os.environ.get("SANDSEG_DATA_DIR") or REPO.parent / "shared" / "data" / "sandstone")
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Trained models of accuracy.py (never committed; throughput.py reuses them).
 MODEL_DIR = Path(os.environ.get("SANDSEG_BENCH_MODELS", "/tmp/sandseg-bench-models"))
@@ -88,6 +89,10 @@ def load_data(quick: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
         )
     from napari_sandseg.sample import make_sandstone
 
+    # Said aloud: a --quick run in a clone outside the work folder once compared synthetic
+    # figures with real ones, and only the results' "data" field told them apart.
+    print(f"real data not found at {DATA_DIR} (set SANDSEG_DATA_DIR); --quick uses synthetic slices",
+          file=sys.stderr, flush=True)
     images, masks = make_sandstone(shape=(10, 256, 256), seed=0)
     return images, masks.astype(np.uint8), "napari_sandseg.sample.make_sandstone((10,256,256), seed=0)"
 
